@@ -13,88 +13,36 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LONG,
+    REPO,
+    assert_clean_log,
+    goto,
+    idle,
+    shot,
+    streamlit_server,
+)
 
 pytestmark = pytest.mark.browser
 playwright = pytest.importorskip("playwright.sync_api")
 
-REPO = Path(__file__).resolve().parent.parent
-SHOTS = REPO / "test-artifacts" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 HOSTILE = "<img src=x onerror=alert(1)> What does this HTML tag do?"
-LONG = 300_000  # ms: first map and page loads on a shared, busy 2-core machine
 RUN = 1_200_000  # ms: 10 SmolLM2 calls of about 800 prompt tokens each, when other jobs share the cores
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[dict]:
     """`streamlit run app.py` on a free port with an empty workspace and cache; yields its URL and paths."""
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
-    port = _free_port()
-    env = {**os.environ, "SELECTLLM_WORKSPACE": str(tmp_path / "ws.sqlite"),
-           "SELECTLLM_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("streamlit did not start: " + (tmp_path / "server.log").read_text()[-2000:])
-        yield {"url": url, "workspace": tmp_path / "ws.sqlite", "tmp": tmp_path}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
-
-
-def _idle(page) -> None:  # noqa: ANN001
-    """Wait until the script run behind the page has finished."""
-    page.wait_for_timeout(500)
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=LONG)
-
-
-def _shot(page, name: str) -> None:  # noqa: ANN001
-    """Wait until the app is idle, then screenshot the whole page (the viewport grows to the content's height)."""
-    _idle(page)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    size = page.viewport_size
-    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-    page.set_viewport_size({"width": size["width"], "height": min(6000, max(size["height"], height))})
-    page.wait_for_timeout(700)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
-    page.set_viewport_size(size)
-
-
-def _goto(page, title: str) -> None:  # noqa: ANN001
-    """Open a page from the sidebar navigation (the session, and its state, stay)."""
-    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).click()
-    page.get_by_role("heading", name=title, exact=True).wait_for(timeout=LONG)
+    with streamlit_server(tmp_path) as info:
+        yield info
 
 
 def _small_pool(tmp: Path) -> Path:
@@ -106,7 +54,6 @@ def _small_pool(tmp: Path) -> Path:
     return path
 
 
-@pytest.mark.timeout(3600)
 def _hover_shows_text(page) -> None:  # noqa: ANN001
     """Hover the hostile row's point (found through customdata): its label shows the HTML as text."""
     from selectllm_core.data import content_id
@@ -139,7 +86,7 @@ def _reject_first_row(page) -> None:  # noqa: ANN001
 
     rejected = page.locator('[data-testid="stMetric"]').filter(has_text="Rejected")
     for _attempt in range(3):  # a rerun that lands mid-gesture can swallow it; the store is checked at the end
-        _idle(page)
+        idle(page)
         box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
         page.mouse.click(box["x"] + 40, box["y"] + 35 + 17)  # first row, Decision column
         page.keyboard.press("Enter")  # opens the cell's selectbox
@@ -166,6 +113,7 @@ def _box_select(page) -> None:  # noqa: ANN001
     page.mouse.up()
 
 
+@pytest.mark.timeout(3600)
 def test_curator_walks_from_demo_map_to_exported_csv(server: dict) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -188,51 +136,51 @@ def test_curator_walks_from_demo_map_to_exported_csv(server: dict) -> None:
         print(f"\ntime to first map render (demo pool, 599 rows): {first_map:.1f} s; {steps}; "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         expect(page.get_by_text("CC BY-SA 3.0")).to_be_visible()
-        _shot(page, "1-map-demo")
+        shot(page, "1-map-demo")
 
         # 2. Data: upload a small pool, check its counts, save it
-        _goto(page, "Data")
-        _shot(page, "2-data-demo")
+        goto(page, "Data")
+        shot(page, "2-data-demo")
         page.get_by_role("tab", name="Load a new pool").click()
         page.locator('input[type="file"]').set_input_files(str(_small_pool(server["tmp"])))
         expect(page.get_by_text("Save to the workspace and open it")).to_be_visible(timeout=LONG)
-        _shot(page, "3-data-upload")
+        shot(page, "3-data-upload")
         page.get_by_role("button", name="Save to the workspace and open it").click()
         expect(page.locator('[data-testid="stSidebar"]').get_by_text("dolly_100")).to_be_visible(timeout=LONG)
 
         # 3. Map of the new pool (the embedder and UMAP are warm: seconds)
         start = time.perf_counter()
-        _goto(page, "Map")
+        goto(page, "Map")
         expect(page.get_by_text(re.compile("clusters of equal size"))).to_be_visible(timeout=LONG)
         print(f"time to map a second pool (100 rows): {time.perf_counter() - start:.1f} s")
         _hover_shows_text(page)
         _box_select(page)
         expect(page.get_by_text(re.compile(r"^\d+ instructions in the selection$"))).to_be_visible(timeout=LONG)
-        _shot(page, "4-map-upload-box-selection")
+        shot(page, "4-map-upload-box-selection")
 
         # 4. Prompt: rendered on a real subset, exact local token count
-        _goto(page, "Prompt")
+        goto(page, "Prompt")
         expect(page.get_by_text("Prompt tokens", exact=True)).to_be_visible(timeout=LONG)
-        _shot(page, "5-prompt")
+        shot(page, "5-prompt")
 
         # 5. Select: the local-model warning, a 2-subset preview, then the full run (10 subsets of 10)
-        _goto(page, "Select")
+        goto(page, "Select")
         expect(page.get_by_text("far too small to judge instructions")).to_be_visible()
         expect(page.get_by_text(re.compile(r"100 rows . 10 subsets of 10"))).to_be_visible(timeout=LONG)
         page.get_by_text("Preview a few subsets before the full run").click()
         page.get_by_role("button", name="Preview", exact=True).click()
         expect(page.get_by_text("Subset 1 ·").first).to_be_visible(timeout=LONG)
-        _shot(page, "6-select-preview")
+        shot(page, "6-select-preview")
         page.get_by_role("button", name="Start the run").click()
         expect(page.get_by_text(re.compile(r"\d+ / 10 subsets answered"))).to_be_visible(timeout=LONG)
         page.reload()  # the run goes on in the server; the page finds it in the workspace
         expect(page.get_by_text(re.compile(r"\d+ / 10 subsets answered"))).to_be_visible(timeout=LONG)
         expect(page.get_by_text(re.compile(r"10 / 10 subsets answered"))).to_be_visible(timeout=RUN)
         expect(page.get_by_text("Subsets", exact=True)).to_be_visible(timeout=LONG)
-        _shot(page, "7-select-done")
+        shot(page, "7-select-done")
 
         # 6. Review: reject the first pick in the table editor, then accept every pick still pending
-        _goto(page, "Review")
+        goto(page, "Review")
         _reject_first_row(page)
         metric = page.locator('[data-testid="stMetric"]').filter(has_text="Picked")
         picked = int(metric.locator('[data-testid="stMetricValue"]').inner_text())
@@ -242,12 +190,12 @@ def test_curator_walks_from_demo_map_to_exported_csv(server: dict) -> None:
         accept = page.get_by_role("button", name=f"Accept {picked - 1} pending (shown)")
         accept.click()
         expect(page.get_by_text(f"{picked - 1} of 10 accepted; ")).to_be_visible(timeout=LONG)
-        _shot(page, "8-review")
+        shot(page, "8-review")
 
         # 7. Export: download the accepted picks as CSV
-        _goto(page, "Export")
+        goto(page, "Export")
         expect(page.get_by_text("Preview: the first rows of")).to_be_visible(timeout=LONG)
-        _shot(page, "9-export")
+        shot(page, "9-export")
         with page.expect_download() as info:
             page.get_by_role("button", name=re.compile(r"Download CSV \(\d+ rows\)")).click()
         target = server["tmp"] / info.value.suggested_filename
@@ -271,5 +219,4 @@ def test_curator_walks_from_demo_map_to_exported_csv(server: dict) -> None:
         assert int(row["cluster"]) == want["cluster"] and int(row["subset"]) == want["subset"]
         assert row["run_id"] == run_id and row["category"] == want["category"]
     assert not dialogs, f"pool text ran as script: {dialogs}"
-    log = (server["tmp"] / "server.log").read_text()
-    assert "Traceback" not in log, log[-3000:]
+    assert_clean_log(server["log"])

@@ -1,0 +1,97 @@
+"""What the browser tests share: a `streamlit run` server on a free port, Debian Chromium, waits and screenshots.
+
+The tests drive the studio the way a curator does, through Playwright in a real headless Chromium. They are
+skipped when Debian's chromium is missing (`apt-get install -y chromium`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHOTS = REPO / "test-artifacts" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+LONG = 300_000  # ms: first map and page loads on a shared, busy 2-core machine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def streamlit_server(tmp_path: Path, **env_extra: str) -> Iterator[dict]:
+    """`streamlit run app.py` on a free port with the workspace and cache under tmp_path.
+
+    Yields {"url", "workspace", "cache", "tmp", "log"}. The workspace and cache may be seeded before the call.
+    """
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
+    port = free_port()
+    workspace, cache = tmp_path / "ws.sqlite", tmp_path / "cache"
+    env = {**os.environ, "SELECTLLM_WORKSPACE": str(workspace), "SELECTLLM_CACHE_DIR": str(cache),
+           "HF_HUB_OFFLINE": "1", **env_extra}
+    log_path = tmp_path / "server.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("streamlit did not start: " + log_path.read_text()[-2000:])
+        yield {"url": url, "workspace": workspace, "cache": cache, "tmp": tmp_path, "log": log_path}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+def idle(page) -> None:  # noqa: ANN001
+    """Wait until the script run behind the page has finished."""
+    page.wait_for_timeout(500)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=LONG)
+
+
+def shot(page, name: str) -> None:  # noqa: ANN001
+    """Wait until the app is idle, then screenshot the whole page (the viewport grows to the content's height)."""
+    idle(page)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    size = page.viewport_size
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": size["width"], "height": min(6000, max(size["height"], height))})
+    page.wait_for_timeout(700)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    page.set_viewport_size(size)
+
+
+def goto(page, title: str) -> None:  # noqa: ANN001
+    """Open a page from the sidebar navigation (the session, and its state, stay)."""
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).click()
+    page.get_by_role("heading", name=title, exact=True).wait_for(timeout=LONG)
+
+
+def assert_clean_log(log_path: Path) -> None:
+    """The server printed no traceback."""
+    log = log_path.read_text()
+    assert "Traceback" not in log, log[-3000:]
