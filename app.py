@@ -4,7 +4,7 @@ Run it with `streamlit run app.py`. On a first start the workspace is empty and 
 demo pool (600 real Dolly instructions, see demo/README.md), so the map works with no key and no network.
 
 Cross-page session state. These are the only keys pages share; widget keys carry a page prefix
-(data_, map_, prompt_, select_, review_, export_) and are never read by another page.
+(data_, map_, prompt_, select_, compare_, review_, export_) and are never read by another page.
 
     pool_id     str          the pool being curated (first start: the demo pool)
     run_id      str | None   the run shown on Select, Review and Export (default: the pool's latest run)
@@ -44,6 +44,7 @@ nav = st.navigation([
     st.Page("app_pages/map.py", title="Map", icon=":material/scatter_plot:", default=True),
     st.Page("app_pages/prompt.py", title="Prompt", icon=":material/edit_note:"),
     st.Page("app_pages/select.py", title="Select", icon=":material/play_arrow:"),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("app_pages/review.py", title="Review", icon=":material/fact_check:"),
     st.Page("app_pages/export.py", title="Export", icon=":material/download:"),
 ])

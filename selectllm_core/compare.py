@@ -208,7 +208,7 @@ def _shared_kmeans(vectors: np.ndarray, n_clusters: int, seed: int) -> tuple[np.
     return labels, n_clusters, f"equal-size k-means of the pool ({n_clusters} clusters, seed {seed})"
 
 
-def _setting(run: dict) -> str:
+def run_setting(run: dict) -> str:
     """The parameters that tell runs of one method apart."""
     params = run["params"]
     keys = SETTINGS.get(run["method"], ())
@@ -232,7 +232,7 @@ def _run_row(store: Store, run: dict, picked: np.ndarray, vectors: np.ndarray, l
     mean, median, p90 = length_stats(lengths[picked])
     usage = store.usage(run["run_id"])
     tokens = int(usage["prompt_tokens"]) + int(usage["completion_tokens"])
-    return {"run": run["run_id"], "method": run["method"], "setting": _setting(run), "selected": len(picked),
+    return {"run": run["run_id"], "method": run["method"], "setting": run_setting(run), "selected": len(picked),
             "coverage_mean": cov_mean, "coverage_max": cov_max, "entropy_bits": bits, "evenness": even,
             "len_mean": mean, "len_median": median, "len_p90": p90, "llm_calls": int(usage["calls"]),
             "tokens": tokens, "cost": tokens / 1000 * price_per_1k}

@@ -1,6 +1,6 @@
 """Background runs: one thread per run in the server process, each with its own workspace connection.
 
-The thread calls `pipeline.run` (or `retry_failed`); every subset outcome lands in the workspace as soon as it
+The thread calls `pipeline.run` (or `retry_failed`, or another selection method through `methods.run_method`); every subset outcome lands in the workspace as soon as it
 is known, so a page reads progress from the store (subset results against the plan) and the progress survives
 page switches and reloads. Starting a run that is already running here returns the running job (a no-op).
 If the server stops, the run resumes where it left off when started again (finished subsets are kept).
@@ -99,6 +99,34 @@ def start_retry(*, workspace: Path | str, run_id: str, backend: Any, subsets: li
             store.close()
 
     return _start(run_id, "retry", work)
+
+
+def start_method(*, workspace: Path | str, pool_id: str, name: str, budget: int, params: dict, backend: Any = None,
+                 embedder: Any = None, cache_root: Path | str | None = None) -> Job:
+    """Run another selection method (see `selectllm_core.methods`) in a background thread.
+
+    The job is keyed by the run id the method run will have, so a page can find it again; its stage reads
+    like "rate 40/600" while it works, and its summary holds selected, short_by and flags when it is done.
+    """
+    from selectllm_core import methods
+
+    run_id = methods.plan(name, pool_id, budget=budget, embedder=embedder, backend=backend, **params).run_id
+
+    def work(job: Job) -> None:
+        from selectllm_core.embed import EmbeddingCache
+        from selectllm_core.store import Store
+
+        store = Store(workspace)
+        try:
+            result = methods.run_method(name, store.load_pool(pool_id), budget=budget, store=store,
+                                        embedder=embedder, cache=EmbeddingCache(cache_root), backend=backend,
+                                        progress=lambda stage, d, t: _set_stage(job, f"{stage} {d:,}/{t:,}"),
+                                        **params)
+            job.summary = {"selected": result.selected, "short_by": result.short_by, "flags": result.flags}
+        finally:
+            store.close()
+
+    return _start(run_id, "method", work)
 
 
 def _start(run_id: str, kind: str, work: Any) -> Job:

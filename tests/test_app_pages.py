@@ -28,7 +28,8 @@ from selectllm_core.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the app's own modules (pages/_shared.py) live beside app.py
-PAGES = [f"app_pages/{name}.py" for name in ("data", "map", "prompt", "select", "review", "export")]
+PAGES = [f"app_pages/{name}.py" for name in ("data", "map", "prompt", "select", "compare", "review",
+                                                     "export")]
 SCRIPT = "<script>alert('x')</script>"
 
 
@@ -290,3 +291,92 @@ def test_a_bad_upload_gets_a_message_not_a_traceback_and_loses_nothing(seeded: d
     assert fixture in shown or "column" in shown or "row" in shown, shown
     assert "Traceback" not in texts(at) and "PoolError" not in shown
     assert len(seeded["store"].list_pools()) == pools_before
+
+
+# -- Compare ------------------------------------------------------------------------------------------------
+def _chart_spec(at: AppTest, key: str) -> dict:
+    """The plotly figure a chart element carries, as JSON."""
+    chart = next(c for c in at.get("plotly_chart") if c.proto.id.endswith(key) or key in c.proto.id)
+    return json.loads(chart.proto.spec)
+
+
+def _start_method(at: AppTest, name: str) -> str:
+    """Choose a method on the Compare page, start it and wait for its background job; returns its run id."""
+    at.selectbox(key="compare_method").set_value(name).run()
+    assert not at.exception, at.exception
+    at.button(key="compare_start").click().run()
+    assert not at.exception, at.exception
+    run_id = at.session_state["compare_job"]
+    jobs.wait(run_id, timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return run_id
+
+
+def test_compare_page_asks_for_a_second_run_first(seeded: dict) -> None:
+    at = open_page("app_pages/compare.py")
+    assert "two or more finished runs" in texts(at)
+    assert at.button(key="compare_start").label == "Run Random"
+
+
+def test_compare_page_runs_a_method_and_compares_it_with_selectllm(seeded: dict) -> None:
+    from selectllm_core import compare
+    from selectllm_core.pipeline import selection_frame
+
+    store, selectllm = seeded["store"], seeded["run_id"]
+    at = open_page("app_pages/compare.py")
+    at.number_input(key="compare_budget").set_value(5)
+    coreset = _start_method(at, "coreset")
+    assert coreset.startswith("coreset-") and len(store.selection(coreset)) == 5
+    assert any("5 rows selected" in e.value for e in at.success)
+    chosen = at.multiselect(key="compare_runs").value
+    assert set(chosen) == {selectllm, coreset}
+
+    # the table shows what compare_runs computes on the same runs
+    shown = at.dataframe[0].value
+    want = compare.compare_runs(store, chosen, embedder=FakeEmbedder()).table
+    assert shown["selected"].tolist() == want["selected"].tolist()
+    assert np.allclose(shown["coverage_mean"], want["coverage_mean"])
+    assert np.allclose(shown["entropy_bits"].fillna(-1), want["entropy_bits"].fillna(-1))
+    assert shown["label"].iloc[0] == "whole pool (reference)"
+    assert shown["run"].tolist()[1:] == chosen and shown["label"].tolist()[1:] == [
+        {"run": "SelectLLM", "coreset": "k-center coreset"}[r.split("-")[0]] for r in chosen]
+
+    # overlaid: one trace of picks per run, holding exactly that run's picks
+    fig = _chart_spec(at, "compare_map")
+    picks = {t["name"]: [d[0] for d in t["customdata"]] for t in fig["data"] if t.get("customdata")}
+    assert len(picks) == 2
+    for run_id, title in ((selectllm, "SelectLLM"), (coreset, "k-center coreset")):
+        want_ids = selection_frame(store, run_id, which="all")["id"]
+        assert sorted(picks[f"{title} ({len(want_ids)})"]) == sorted(want_ids)
+    assert all(SCRIPT not in t.get("hovertext", [""])[0] for t in fig["data"] if t.get("hovertext"))
+
+    # side by side: one panel per run on shared axes
+    at.button_group(key="compare_map_mode").set_value("panels").run()
+    assert not at.exception, at.exception
+    layout = _chart_spec(at, "compare_map")["layout"]
+    assert "xaxis2" in layout and len(layout["annotations"]) == 2
+
+    # after review, "accepted only" compares what the curator kept
+    accepted = store.selection(selectllm)["id"].iloc[:2].tolist()
+    store.set_decisions(selectllm, {i: ("accepted", "") for i in accepted})
+    at.button_group(key="compare_which").set_value("accepted").run()
+    assert not at.exception, at.exception
+    kept = at.dataframe[0].value.set_index("run")["selected"]
+    assert [kept[selectllm], kept[coreset]] == [2, 0]
+
+
+def test_compare_page_says_alpagasus_rates_instructions_alone(seeded: dict) -> None:
+    at = open_page("app_pages/compare.py")
+    at.selectbox(key="compare_method").set_value("alpagasus").run()
+    assert "each instruction is rated alone" in "\n".join(i.value for i in at.info)
+    assert "asks" in texts(at) and "60 rows" in texts(at)
+
+
+def test_a_method_the_backend_cannot_serve_shows_why(seeded: dict) -> None:
+    """SelectIT needs token probabilities; the fake backend has none, so the page names the problem."""
+    at = open_page("app_pages/compare.py")
+    run_id = _start_method(at, "selectit")
+    errors = " ".join(e.value for e in at.error).replace("\\", "")
+    assert "token probabilities" in errors, errors
+    assert seeded["store"].get_run(run_id)["status"] == "interrupted"

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -136,3 +137,37 @@ def test_cli_compare_prints_the_table(runs: dict, monkeypatch: pytest.MonkeyPatc
     assert "coverage_mean" in res.output and "equal-size k-means of the pool (10 clusters" in res.output
     as_json = json.loads(CliRunner().invoke(main, [*args, "--json"]).output)
     assert [r["run"] for r in as_json["table"]] == ["(pool)", runs["ids"]["random"], runs["ids"]["length"]]
+
+
+def test_run_labels_are_the_title_then_the_setting_then_the_id() -> None:
+    from selectllm_core.compare_map import run_labels
+
+    runs = {"run-aaaa1111": {"method": "selectllm"}, "random-bbbb2222": {"method": "random"},
+            "random-cccc3333": {"method": "random"}, "coreset-dddd4444": {"method": "coreset"},
+            "coreset-eeee5555": {"method": "coreset"}}
+    settings = {"run-aaaa1111": "split=diverse", "random-bbbb2222": "seed=0", "random-cccc3333": "seed=1",
+                "coreset-dddd4444": "seed=0", "coreset-eeee5555": "seed=0"}
+    labels = run_labels(runs, settings, {"selectllm": "SelectLLM", "coreset": "k-center coreset"})
+    assert labels == {"run-aaaa1111": "SelectLLM", "random-bbbb2222": "random (seed=0)",
+                      "random-cccc3333": "random (seed=1)", "coreset-dddd4444": "k-center coreset …4444",
+                      "coreset-eeee5555": "k-center coreset …5555"}
+
+
+def test_map_layers_hold_each_runs_picks_with_escaped_text() -> None:
+    from selectllm_core.compare_map import Layer, layer_ids, overlay_figure, panels_figure
+
+    frame = pd.DataFrame({"id": ["a", "b", "c", "d"], "x": [0.0, 1.0, 2.0, 3.0], "y": [0.0, 1.0, 0.0, 1.0],
+                          "hover": ["A", "B", "&lt;b&gt;C", "D"]})
+    picks = pd.DataFrame({"id": ["c", "a"], "rank": [1, 2], "score": [float("nan"), 2.5],
+                          "reason": ["<script>x</script> clear", ""]})
+    other = pd.DataFrame({"id": ["d"], "rank": [1], "score": [None], "reason": [None]})
+    layers = [Layer("SelectLLM", picks), Layer("<i>random</i>", other)]
+    fig = overlay_figure(frame, layers)
+    assert layer_ids(fig) == {"SelectLLM (2)": ["c", "a"], "&lt;i&gt;random&lt;/i&gt; (1)": ["d"]}
+    assert fig.data[0].name == "pool (4)" and len(fig.data[0].x) == 4
+    hover = fig.data[1].hovertext
+    assert "rank 1" in hover[0] and "&lt;script&gt;" in hover[0] and "<script>" not in hover[0]
+    assert "score 2.5" in hover[1] and "reason" not in hover[1]
+    panels = panels_figure(frame, layers, columns=2)
+    assert [a.text for a in panels.layout.annotations] == ["SelectLLM: 2 picks", "&lt;i&gt;random&lt;/i&gt;: 1 picks"]
+    assert panels.data[3].xaxis == "x2" and layer_ids(panels)["SelectLLM (2)"] == ["c", "a"]

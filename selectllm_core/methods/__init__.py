@@ -22,9 +22,11 @@ from selectllm_core.methods.base import (
     Context,
     Method,
     MethodResult,
+    RunPlan,
     Selection,
     execute_method,
     export_run,
+    plan_run,
     repeat_command,
     row_lengths,
     run_manifest,
@@ -92,6 +94,13 @@ def run_method(name: str, source: Any, *, budget: int, store: Store | None = Non
                           retry_failed=retry_failed)
 
 
+def plan(name: str, pool_id: str, *, budget: int, embedder: Any = None, backend: Any = None,
+         backends: list[tuple[Any, float]] | None = None, **params: Any) -> RunPlan:
+    """The run id and resolved parameters `run_method` would use on a stored pool, without running anything."""
+    return plan_run(get(name), pool_id, budget=budget, params=params, embedder=embedder, backend=backend,
+                    backends=backends)
+
+
 def run_scores(store: Store, run_id: str) -> pd.Series:
     """Scores (row id -> score) a stored run gave: every rated row for rating methods, else the selection's."""
     run = store.get_run(run_id)
@@ -107,5 +116,5 @@ def run_scores(store: Store, run_id: str) -> pd.Series:
     return scores
 
 
-__all__ = ["METHODS", "Context", "Method", "MethodResult", "Selection", "export_run", "get", "repeat_command",
-           "row_lengths", "run_manifest", "run_method", "run_scores"]
+__all__ = ["METHODS", "Context", "Method", "MethodResult", "RunPlan", "Selection", "export_run", "get", "plan",
+           "repeat_command", "row_lengths", "run_manifest", "run_method", "run_scores"]

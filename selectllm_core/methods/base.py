@@ -201,6 +201,36 @@ def _resolve_pool(source: Any, store: Store) -> Any:
     return load(source, store=store)
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What a method run will be stored as, known before it starts: its id, parameters, prompt and models."""
+
+    run_id: str
+    params: dict
+    stored: dict
+    prompt: str
+    record: dict
+    models: list
+    embedder: Any
+
+
+def plan_run(method: Method, pool_id: str, *, budget: int, params: dict | None = None, embedder: Any = None,
+             backend: Any = None, backends: list[tuple[Any, float]] | None = None) -> RunPlan:
+    """Resolve a method's parameters and models, and the content id its run will have (nothing is stored)."""
+    params = resolve_params(method, params or {})
+    models = resolve_models(method, backend, backends)
+    stored = {**params, "budget": budget}
+    if models:
+        stored["model_parameters"] = [w for _b, w in models]
+    if "embeddings" in method.needs:
+        embedder = embedder or SentenceTransformerEmbedder()
+        stored["embed_model_id"] = embedder.model_id
+    prompt = method.prompt(params) if method.prompt else ""
+    record = backend_record(models)
+    return RunPlan(run_id=run_id_for(pool_id, method.name, stored, record, prompt), params=params, stored=stored,
+                   prompt=prompt, record=record, models=models, embedder=embedder)
+
+
 def execute_method(
     method: Method, source: Any, *, budget: int, params: dict | None = None, store: Store | None = None,
     embedder: Any = None, cache: EmbeddingCache | None = None, backend: Any = None,
@@ -229,21 +259,15 @@ def execute_method(
     # 1. pool, budget and parameters
     pool = _resolve_pool(source, store)
     check_budget(budget, len(pool.frame))
-    params = resolve_params(method, params or {})
-    models = resolve_models(method, backend, backends)
-    stored = {**params, "budget": budget}
-    if models:
-        stored["model_parameters"] = [w for _b, w in models]
-    if "embeddings" in method.needs:
-        embedder = embedder or SentenceTransformerEmbedder()
-        stored["embed_model_id"] = embedder.model_id
-    prompt = method.prompt(params) if method.prompt else ""
-    record = backend_record(models)
+    spec = plan_run(method, pool.pool_id, budget=budget, params=params, embedder=embedder, backend=backend,
+                    backends=backends)
     # 2. the run record (found again when everything matches)
-    run_id = run_id_for(pool.pool_id, method.name, stored, record, prompt)
-    store.create_run(run_id, pool_id=pool.pool_id, method=method.name, params=stored, prompt=prompt, backend=record)
-    ctx = Context(store=store, run_id=run_id, pool=pool, budget=budget, embedder=embedder,
-                  cache=cache or EmbeddingCache(), models=models, progress=progress, retry_failed=retry_failed)
+    run_id = spec.run_id
+    store.create_run(run_id, pool_id=pool.pool_id, method=method.name, params=spec.stored, prompt=spec.prompt,
+                     backend=spec.record)
+    ctx = Context(store=store, run_id=run_id, pool=pool, budget=budget, embedder=spec.embedder,
+                  cache=cache or EmbeddingCache(), models=spec.models, progress=progress, retry_failed=retry_failed)
+    params = spec.params
     # 3. the method itself
     store.set_run_status(run_id, "running")
     t0 = time.perf_counter()

@@ -1,0 +1,258 @@
+"""Compare: run other selection methods on the pool, then set their picks beside SelectLLM's, in numbers and on the map."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app_pages import _shared as shared
+from selectllm_core import compare, compare_map, jobs, methods, ui_logic
+from selectllm_core.errors import SelectLLMError
+from selectllm_core.pipeline import selection_frame
+from selectllm_core.store import default_workspace
+
+ss, store = st.session_state, shared.store()
+st.title("Compare")
+active = shared.pool(ss.pool_id)
+st.caption("Is the model's choice better than the obvious alternatives? Run other methods on this pool with the "
+           "same budget, then compare how well each selection covers the pool, how evenly it spreads over the "
+           "clusters, how long its rows are and what it cost, and see the picks on the map.")
+
+PARAM_HELP = {
+    "seed": "Seeds the random draw (or the coreset's first pick): the same seed gives the same selection.",
+    "order": "Longest first favours detailed tasks; shortest first, cheap ones.",
+    "tau": "A row whose cosine similarity to an earlier pick is above this is skipped (DEITA uses 0.9).",
+    "score_run": "Scores to rank by: another run on this pool (a rating, length or coreset run). Empty: row length.",
+    "score_column": "Or a numeric column of the pool to rank by.",
+    "threshold": "Rows rated at or above this are kept (AlpaGasus keeps 4.5 and up).",
+    "batch_size": "Rows rated per saved batch: a stopped run resumes from the last saved batch.",
+    "max_tokens": "Answer tokens per rating.",
+    "alpha": "Uncertainty penalty: score = mean / (1 + alpha x std) over the prompt phrasings.",
+    "k": "Rating prompt phrasings per row (1-5); the paper uses 5.",
+    "top_n": "Top log-probabilities read per answer token (the digits 1-5 must be among them).",
+}
+
+
+def param_input(method: Any, name: str, default: Any) -> Any:
+    """One widget per method parameter, typed after its default."""
+    key, help_ = f"compare_{method.name}_{name}", PARAM_HELP.get(name)
+    if name == "order":
+        return st.radio("Order", ["longest", "shortest"], key=key, horizontal=True, help=help_)
+    if name == "score_run":
+        runs = store.list_runs()
+        ids = [r for r in runs.loc[runs["pool_id"] == ss.pool_id, "run_id"] if not r.startswith(("deita-", "random-"))]
+        return st.selectbox("Score by run", ids, index=None, key=key, help=help_, placeholder="row length")
+    if name == "score_column":
+        numeric = [c for c in active.frame.columns if c not in ("id", "instruction", "input", "text")
+                   and pd.to_numeric(active.frame[c], errors="coerce").notna().any()]
+        return st.selectbox("Score by column", numeric, index=None, key=key, help=help_,
+                            placeholder="none" if numeric else "the pool has no numeric column")
+    if name == "tau":
+        return st.slider("Similarity threshold (tau)", 0.5, 1.0, float(default), 0.01, key=key, help=help_)
+    label = name.replace("_", " ").capitalize()
+    if isinstance(default, bool):
+        return st.checkbox(label, bool(default), key=key, help=help_)
+    if isinstance(default, int):
+        return int(st.number_input(label, 0, 10_000, int(default), key=key, help=help_))
+    if isinstance(default, float):
+        return float(st.number_input(label, value=float(default), step=0.1, key=key, help=help_))
+    return st.text_input(label, str(default or ""), key=key, help=help_) or None
+
+
+def method_form() -> None:
+    """Pick a method, set its parameters and budget, start it in the background."""
+    names = list(methods.METHODS)
+    name = st.selectbox("Method", names, key="compare_method",
+                        format_func=lambda n: f"{methods.METHODS[n].title}: {methods.METHODS[n].summary}")
+    method = methods.METHODS[name]
+    if method.note:
+        st.info(method.note, icon=":material/info:")
+    uses_llm = "llm" in method.needs
+    n = len(active.frame)
+    shown = [p for p in method.defaults if p != "max_tokens"]
+    cols = st.columns(4)
+    budget = int(cols[0].number_input("Budget (rows to select)", 1, max(1, n - 1),
+                                      min(int(ss.run_config["budget"]), n - 1), key="compare_budget",
+                                      help="The same budget as the SelectLLM run makes a fair comparison."))
+    params: dict[str, Any] = {}
+    for i, p in enumerate(shown, start=1):
+        with cols[i % 4]:
+            params[p] = param_input(method, p, method.defaults[p])
+    if uses_llm:
+        b = ss.backend
+        model = "the bundled SmolLM2-135M" if b["kind"] == "local" else f"{b['model']} at {b['base_url'] or 'OpenAI'}"
+        calls = n * (params.get("k", 1) if name == "selectit" else 1)
+        st.caption(f"This method asks {model} about every one of the {n:,} rows (about {calls:,} model calls; "
+                   "change the model on the Select page). A stopped run resumes from its saved batches.")
+        if b["kind"] == "local":
+            st.warning(shared.LOCAL_WARNING, icon=":material/warning:")
+    if st.button(f"Run {method.title}", type="primary", key="compare_start"):
+        try:
+            job = jobs.start_method(workspace=default_workspace(), pool_id=ss.pool_id, name=name, budget=budget,
+                                    params=params, backend=shared.chat_backend() if uses_llm else None,
+                                    embedder=shared.embedder() if "embeddings" in method.needs else None)
+        except SelectLLMError as exc:
+            shared.stop_on_error(exc)
+        ss.compare_job = job.run_id
+
+
+def job_panel(run_id: str) -> None:
+    """The started method's progress; when it ends, its outcome (refreshes every 2 s while it works)."""
+    def body() -> None:
+        job = jobs.get(run_id)
+        if job is None:
+            return
+        if job.running:
+            st.progress(0.0 if "/" not in job.stage else _fraction(job.stage), text=f"{run_id}: {job.stage}")
+        elif job.error:
+            st.error(ui_logic.md_escape(job.error), icon=":material/error:")
+        elif job.summary:
+            s = job.summary
+            short = f"; {s['short_by']} short of the budget: {s['flags']}" if s["short_by"] else ""
+            st.success(ui_logic.md_escape(f"{run_id}: {s['selected']} rows selected{short}. It is now in the "
+                                          "comparison below; open it from the sidebar to review or export it."),
+                       icon=":material/check_circle:")
+        if not job.running and ss.get("compare_was_running"):
+            ss.compare_was_running = False
+            chosen = ss.get("compare_runs")
+            if chosen is not None and run_id not in chosen:
+                ss.compare_runs = [*chosen, run_id]
+            st.rerun(scope="app")
+        ss.compare_was_running = job.running
+
+    if jobs.is_running(run_id):
+        st.fragment(run_every=2)(body)()
+    else:
+        body()
+
+
+def _fraction(stage: str) -> float:
+    """0..1 from a stage like "rate 40/600"."""
+    try:
+        done, total = stage.rsplit(" ", 1)[-1].replace(",", "").split("/")
+        return min(1.0, int(done) / max(1, int(total)))
+    except ValueError:
+        return 0.0
+
+
+@st.cache_data(show_spinner="Comparing runs…", max_entries=16)
+def comparison(run_ids: tuple[str, ...], which: str, price: float, _fingerprint: str, workspace: str
+               ) -> compare.Comparison:
+    return compare.compare_runs(store, list(run_ids), embedder=shared.embedder(), cache=shared.embedding_cache(),
+                                price_per_1k=price, which=which)
+
+
+def decisions_fingerprint(run_ids: list[str]) -> str:
+    """Changes whenever a decision of these runs changes (the cached comparison is then recomputed)."""
+    parts = [(r, store.selection(r)[["id", "decision"]].to_json()) for r in run_ids]
+    return str(hash(tuple(parts)))
+
+
+# -- 1. another method --------------------------------------------------------------------------------------
+pool_runs = store.list_runs().pipe(lambda f: f[f["pool_id"] == ss.pool_id])
+with st.expander("Run another method on this pool", expanded=len(pool_runs) < 2 or "compare_job" in ss):
+    method_form()
+if ss.get("compare_job"):
+    job_panel(ss.compare_job)
+
+# -- 2. which runs ------------------------------------------------------------------------------------------
+runs = pool_runs[pool_runs["selected"] > 0]
+if len(runs) < 2:
+    st.info("Compare needs two or more finished runs of this pool. Start a SelectLLM run on the Select page and "
+            "run another method above (random and k-center coreset take seconds).")
+    st.stop()
+records = {r: store.get_run(r) for r in runs["run_id"]}
+TITLES = {"selectllm": "SelectLLM", **{name: m.title for name, m in methods.METHODS.items()}}
+labels = compare_map.run_labels(records, {r: compare.run_setting(rec) for r, rec in records.items()}, TITLES)
+latest = list(dict.fromkeys(reversed(runs["method"].tolist())))  # newest run of each method
+default = [runs.loc[runs["method"] == m, "run_id"].iloc[-1] for m in latest][:6]
+if "compare_runs" in ss:
+    ss.compare_runs = [r for r in ss.compare_runs if r in labels]
+c1, c2, c3 = st.columns([4, 3, 1])
+chosen = c1.multiselect("Runs to compare", list(labels), default=None if "compare_runs" in ss else default,
+                        format_func=labels.get, key="compare_runs")
+whichs = {"all": "all picks", "selected": "not rejected", "accepted": "accepted only"}
+which = c2.segmented_control("Picks compared", list(whichs), format_func=whichs.get, default="all",
+                             key="compare_which", help="After review, compare what the curator kept.") or "all"
+price = c3.number_input("$ per 1k tokens", 0.0, 1.0, float(ss.prompt["price_per_1k"]), 0.0005, format="%.4f",
+                        key="compare_price", help="Prompt and answer tokens, for the cost column.")
+if len(chosen) < 2:
+    st.info("Choose two or more runs.")
+    st.stop()
+if any(records[r]["method"] == "alpagasus" for r in chosen):
+    st.caption(f":material/info: {methods.METHODS['alpagasus'].note}")
+
+try:
+    result = comparison(tuple(chosen), which, price, decisions_fingerprint(chosen), str(default_workspace().resolve()))
+except SelectLLMError as exc:
+    shared.stop_on_error(exc)
+
+# -- 3. the table -------------------------------------------------------------------------------------------
+st.subheader("Measures")
+table = result.table.copy()
+table.insert(0, "label", ["whole pool (reference)"] + [labels[r] for r in table["run"].iloc[1:]])
+table = table.drop(columns=["method"])
+table["run"] = table["run"].where(table.index > 0, "")
+num, text = st.column_config.NumberColumn, st.column_config.TextColumn
+order = ("label", "selected", "coverage_mean", "coverage_max", "entropy_bits", "evenness", "len_mean", "len_median",
+         "len_p90", "llm_calls", "tokens", "cost", "setting", "run")
+st.dataframe(table, hide_index=True, width="stretch", column_order=order, column_config={
+    "label": text("Method", width="medium", pinned=True),
+    "setting": text("Setting", help="The parameters of this run."),
+    "run": text("Run id", help="Open it from the Run picker in the sidebar to review or export it."),
+    "selected": num("Rows", help="Picks compared (see 'Picks compared')."),
+    "coverage_mean": num("Coverage, mean ↓", format="%.3f", help="Mean cosine distance from every pool row to its "
+                         "nearest pick: lower means the picks reach every part of the pool."),
+    "coverage_max": num("Coverage, worst ↓", format="%.3f", help="The pool row farthest from any pick."),
+    "entropy_bits": num("Cluster entropy ↑", format="%.2f", help="Entropy (bits) of the picks over the clusters: "
+                        "higher means more evenly spread."),
+    "evenness": num("Evenness ↑", format="%.2f", help="Entropy over its maximum, log2(clusters): 1 is perfectly "
+                    "even."),
+    "len_mean": num("Length, mean", format="%.0f", help="Characters of instruction + input."),
+    "len_median": num("Length, median", format="%.0f"), "len_p90": num("Length, p90", format="%.0f"),
+    "llm_calls": num("LLM calls"), "tokens": num("Tokens", format="%d"),
+    "cost": num("Est. cost ($)", format="%.4f")})
+st.caption(" · ".join(ui_logic.md_escape(n) for n in result.notes) + ". ↓ lower is better, ↑ higher is better.")
+
+left, right = st.columns(2)
+with left:
+    st.markdown("**Overlap** (Jaccard: shared picks / all picks of the two runs)")
+    overlap = result.overlap.rename(index=labels, columns=labels)
+    st.dataframe(overlap, width="stretch", column_config={c: num(c, format="%.2f") for c in overlap.columns})
+with right:
+    st.markdown("**Position bias** (listwise runs: does the model favour a position in its list?)")
+    if result.position_bias.empty:
+        st.caption("None of these runs is listwise (SelectLLM); the other methods score rows one by one.")
+    else:
+        bias = result.position_bias.assign(run=lambda f: f["run"].map(labels))
+        st.dataframe(bias[["run", "shuffle", "picks", "top_position", "top_share", "uniform_share", "p_value"]],
+                     hide_index=True, width="stretch", column_config={
+            "run": text("Run"), "top_position": num("Most picked position"),
+            "top_share": num("Top share", format="%.2f", help="Share of picks at the most picked position."),
+            "uniform_share": num("Uniform", format="%.2f", help="That share if every position were equally likely."),
+            "p_value": num("p (chi-square)", format="%.3g", help="Small (< 0.05): picks depend on the position.")})
+        st.caption("Shuffling the candidates in each subset (the default) spreads a position bias over the rows.")
+
+
+# -- 4. the map ---------------------------------------------------------------------------------------------
+st.subheader("Picks on the map")
+try:
+    build = shared.build_map()
+except SelectLLMError as exc:
+    shared.stop_on_error(exc)
+modes = {"overlay": "Overlaid", "panels": "Side by side"}
+mode = st.segmented_control("Show", list(modes), format_func=modes.get, default="overlay",
+                            key="compare_map_mode") or "overlay"
+frame = ui_logic.map_frame(active.frame, build.coords, build.plan.cluster_of, None)
+layers = [compare_map.Layer(labels[r], selection_frame(store, r, which=which)) for r in chosen]
+if mode == "overlay":
+    st.caption("Grey: the pool. Each run has its own colour and symbol; click a legend entry to hide or show a "
+               "run, double-click to show it alone. Hover a pick for its rank and reason.")
+    fig = compare_map.overlay_figure(frame, layers)
+else:
+    st.caption("One map per run, on shared axes: zoom one and the others follow. Hover a pick for its rank and "
+               "reason.")
+    fig = compare_map.panels_figure(frame, layers)
+st.plotly_chart(fig, key="compare_map", config={"displaylogo": False, "scrollZoom": True})

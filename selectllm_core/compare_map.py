@@ -1,0 +1,156 @@
+"""Map figures of several runs' selections on one pool: overlaid on one map, or one small map per run.
+
+Pure functions over a map frame (`ui_logic.map_frame`: id, x, y and an escaped hover label per pool row) and
+each run's ranked selection; the Compare page draws them with plotly. Pool text and the models' reasons
+reach the figure only HTML-escaped, so markup in a pool shows as text.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+# Okabe-Ito: told apart by most colour-blind readers; the symbols tell runs apart as well
+COLORS = ("#E69F00", "#0072B2", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+SYMBOLS = ("circle-open", "x-thin-open", "diamond-open", "square-open", "triangle-up-open", "cross-thin-open",
+           "star-open", "hexagon-open")
+POOL_COLOR = "#c8ccd2"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One run's picks on the map: a legend label and the selection frame (id, rank, score, reason)."""
+
+    label: str
+    picks: pd.DataFrame
+
+
+def run_labels(runs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, str],
+               titles: Mapping[str, str]) -> dict[str, str]:
+    """Short, distinct legend names for stored runs: the method's title, then what tells runs of it apart.
+
+    Args:
+        runs: run id -> stored run (its "method").
+        settings: run id -> the parameters that tell runs of one method apart (`compare.run_setting`).
+        titles: method -> display title (e.g. "coreset" -> "k-center coreset").
+
+    Returns:
+        run id -> label: the title alone when the method has one run here, else the title with its setting,
+        and the run id's last characters when even the settings are equal.
+    """
+    title = {r: titles.get(run["method"], run["method"]) for r, run in runs.items()}
+    labels = {}
+    for r in runs:
+        same = [o for o in runs if title[o] == title[r]]
+        if len(same) == 1:
+            labels[r] = title[r]
+        elif sum(settings.get(o, "") == settings.get(r, "") for o in same) == 1:
+            labels[r] = f"{title[r]} ({settings[r]})"
+        else:
+            labels[r] = f"{title[r]} …{r[-4:]}"
+    return labels
+
+
+def _pick_hover(base: str, rank: Any, score: Any, reason: Any, label: str) -> str:
+    """The hover of a picked point: the run, rank and score, the pool row's label, then the reason (escaped)."""
+    head = f"<b>{html.escape(label, quote=False)}</b> · rank {int(rank)}"
+    if score is not None and not (isinstance(score, float) and math.isnan(score)):
+        head += f" · score {float(score):.3g}"
+    lines = [head, base]
+    if isinstance(reason, str) and reason.strip():
+        wrapped = textwrap.wrap(reason.strip(), 70)[:4]
+        lines.append("<i>reason:</i> " + "<br>".join(html.escape(w, quote=False) for w in wrapped))
+    return "<br>".join(lines)
+
+
+def _layer_points(frame: pd.DataFrame, layer: Layer) -> pd.DataFrame:
+    """The layer's picks joined to their map coordinates (picks not in the frame are dropped)."""
+    picks = layer.picks[["id", "rank", "score", "reason"]]
+    points = picks.merge(frame[["id", "x", "y", "hover"]], on="id", how="inner")
+    points["label"] = [_pick_hover(h, r, s, why, layer.label)
+                       for h, r, s, why in zip(points["hover"], points["rank"], points["score"], points["reason"])]
+    return points
+
+
+def _pool_trace(frame: pd.DataFrame, *, show_legend: bool) -> Any:
+    import plotly.graph_objects as go
+
+    return go.Scattergl(x=frame["x"], y=frame["y"], mode="markers", name=f"pool ({len(frame):,})",
+                        marker={"size": 4, "color": POOL_COLOR}, hoverinfo="skip", showlegend=show_legend,
+                        legendgroup="pool")
+
+
+def _layer_trace(points: pd.DataFrame, label: str, index: int, *, overlay: bool, show_legend: bool) -> Any:
+    import plotly.graph_objects as go
+
+    color = COLORS[index % len(COLORS)]
+    symbol = SYMBOLS[index % len(SYMBOLS)] if overlay else "circle"
+    return go.Scattergl(
+        x=points["x"], y=points["y"], mode="markers", name=html.escape(f"{label} ({len(points)})", quote=False),
+        marker={"size": 11 if overlay else 7, "color": color, "symbol": symbol,
+                "line": {"width": 2 if overlay else 0, "color": color}},
+        customdata=points[["id"]].to_numpy(), hovertext=points["label"], hovertemplate="%{hovertext}<extra></extra>",
+        legendgroup=label, showlegend=show_legend)
+
+
+def overlay_figure(frame: pd.DataFrame, layers: list[Layer], *, height: int = 620) -> Any:
+    """Every run's picks on one map of the pool, one colour and symbol per run (click a legend entry to hide it).
+
+    Args:
+        frame: the pool's map frame (`ui_logic.map_frame`).
+        layers: one Layer per run, in legend order.
+        height: pixels.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure([_pool_trace(frame, show_legend=True)])
+    for i, layer in enumerate(layers):
+        fig.add_trace(_layer_trace(_layer_points(frame, layer), layer.label, i, overlay=True, show_legend=True))
+    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 10, "b": 0}, hoverlabel={"align": "left"},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.02, "itemsizing": "constant"},
+                      dragmode="pan")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def panels_figure(frame: pd.DataFrame, layers: list[Layer], *, columns: int = 2, panel_height: int = 380) -> Any:
+    """One small map per run, side by side on shared axes (zooming one zooms all), the pool in grey under each.
+
+    Args:
+        frame: the pool's map frame (`ui_logic.map_frame`).
+        layers: one Layer per run; each gets a titled panel.
+        columns: panels per row.
+        panel_height: pixels per row of panels.
+    """
+    from plotly.subplots import make_subplots
+
+    columns = max(1, min(columns, len(layers)))
+    rows = math.ceil(len(layers) / columns)
+    titles = [html.escape(f"{layer.label}: {len(_layer_points(frame, layer))} picks", quote=False)
+              for layer in layers]
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles, shared_xaxes="all", shared_yaxes="all",
+                        horizontal_spacing=0.03, vertical_spacing=0.08 if rows > 1 else 0.0)
+    for i, layer in enumerate(layers):
+        row, col = divmod(i, columns)
+        fig.add_trace(_pool_trace(frame, show_legend=i == 0), row=row + 1, col=col + 1)
+        fig.add_trace(_layer_trace(_layer_points(frame, layer), layer.label, i, overlay=False, show_legend=False),
+                      row=row + 1, col=col + 1)
+    fig.update_layout(height=panel_height * rows, margin={"l": 0, "r": 0, "t": 30, "b": 0},
+                      hoverlabel={"align": "left"}, showlegend=False, dragmode="pan")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    for annotation in fig.layout.annotations:
+        annotation.font.size = 13
+    return fig
+
+
+def layer_ids(fig: Any) -> dict[str, list[str]]:
+    """Row ids drawn per picks trace of a figure (trace name -> ids): what a test checks against the store."""
+    return {t.name: [str(row[0]) for row in t.customdata] for t in fig.data if t.customdata is not None}
