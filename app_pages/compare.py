@@ -245,7 +245,7 @@ except SelectLLMError as exc:
 modes = {"overlay": "Overlaid", "panels": "Side by side"}
 mode = st.segmented_control("Show", list(modes), format_func=modes.get, default="overlay",
                             key="compare_map_mode") or "overlay"
-frame = ui_logic.map_frame(active.frame, build.coords, build.plan.cluster_of, None)
+frame = compare_map.map_points(active.frame, build.coords)
 layers = [compare_map.Layer(labels[r], selection_frame(store, r, which=which)) for r in chosen]
 if mode == "overlay":
     st.caption("Grey: the pool. Each run has its own colour and symbol; click a legend entry to hide or show a "

@@ -1,8 +1,9 @@
 """Map figures of several runs' selections on one pool: overlaid on one map, or one small map per run.
 
-Pure functions over a map frame (`ui_logic.map_frame`: id, x, y and an escaped hover label per pool row) and
-each run's ranked selection; the Compare page draws them with plotly. Pool text and the models' reasons
-reach the figure only HTML-escaped, so markup in a pool shows as text.
+Pure functions over the pool's map points (`map_points`: id, x, y, instruction, input per pool row) and each
+run's ranked selection; the Compare page draws them with plotly. Only picks carry a hover label, so a map of a
+large pool stays light. Pool text and the models' reasons reach the figure only HTML-escaped, so markup in a
+pool shows as text.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
+
+from selectllm_core.ui_logic import hover_text
 
 # Okabe-Ito: told apart by most colour-blind readers; the symbols tell runs apart as well
 COLORS = ("#E69F00", "#0072B2", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -57,6 +61,12 @@ def run_labels(runs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, str
     return labels
 
 
+def map_points(pool: pd.DataFrame, coords: np.ndarray) -> pd.DataFrame:
+    """One row per pool row: id, x, y, instruction, input (the pool's 2-D layout, in pool order)."""
+    return pd.DataFrame({"id": pool["id"].astype(str).to_numpy(), "x": coords[:, 0], "y": coords[:, 1],
+                         "instruction": pool["instruction"].to_numpy(), "input": pool["input"].to_numpy()})
+
+
 def _pick_hover(base: str, rank: Any, score: Any, reason: Any, label: str) -> str:
     """The hover of a picked point: the run, rank and score, the pool row's label, then the reason (escaped)."""
     head = f"<b>{html.escape(label, quote=False)}</b> · rank {int(rank)}"
@@ -72,9 +82,9 @@ def _pick_hover(base: str, rank: Any, score: Any, reason: Any, label: str) -> st
 def _layer_points(frame: pd.DataFrame, layer: Layer) -> pd.DataFrame:
     """The layer's picks joined to their map coordinates (picks not in the frame are dropped)."""
     picks = layer.picks[["id", "rank", "score", "reason"]]
-    points = picks.merge(frame[["id", "x", "y", "hover"]], on="id", how="inner")
-    points["label"] = [_pick_hover(h, r, s, why, layer.label)
-                       for h, r, s, why in zip(points["hover"], points["rank"], points["score"], points["reason"])]
+    points = picks.merge(frame[["id", "x", "y", "instruction", "input"]], on="id", how="inner")
+    points["label"] = [_pick_hover(hover_text(i, x), r, s, why, layer.label) for i, x, r, s, why
+                       in zip(points["instruction"], points["input"], points["rank"], points["score"], points["reason"])]
     return points
 
 
@@ -103,7 +113,7 @@ def overlay_figure(frame: pd.DataFrame, layers: list[Layer], *, height: int = 62
     """Every run's picks on one map of the pool, one colour and symbol per run (click a legend entry to hide it).
 
     Args:
-        frame: the pool's map frame (`ui_logic.map_frame`).
+        frame: the pool's map points (`map_points`).
         layers: one Layer per run, in legend order.
         height: pixels.
     """
@@ -124,7 +134,7 @@ def panels_figure(frame: pd.DataFrame, layers: list[Layer], *, columns: int = 2,
     """One small map per run, side by side on shared axes (zooming one zooms all), the pool in grey under each.
 
     Args:
-        frame: the pool's map frame (`ui_logic.map_frame`).
+        frame: the pool's map points (`map_points`).
         layers: one Layer per run; each gets a titled panel.
         columns: panels per row.
         panel_height: pixels per row of panels.

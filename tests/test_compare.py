@@ -154,10 +154,11 @@ def test_run_labels_are_the_title_then_the_setting_then_the_id() -> None:
 
 
 def test_map_layers_hold_each_runs_picks_with_escaped_text() -> None:
-    from selectllm_core.compare_map import Layer, layer_ids, overlay_figure, panels_figure
+    from selectllm_core.compare_map import Layer, layer_ids, map_points, overlay_figure, panels_figure
 
-    frame = pd.DataFrame({"id": ["a", "b", "c", "d"], "x": [0.0, 1.0, 2.0, 3.0], "y": [0.0, 1.0, 0.0, 1.0],
-                          "hover": ["A", "B", "&lt;b&gt;C", "D"]})
+    pool = pd.DataFrame({"id": ["a", "b", "c", "d"], "instruction": ["A", "B", "<b>C", "D"],
+                         "input": ["", "", "", "in"]})
+    frame = map_points(pool, np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [3.0, 1.0]]))
     picks = pd.DataFrame({"id": ["c", "a"], "rank": [1, 2], "score": [float("nan"), 2.5],
                           "reason": ["<script>x</script> clear", ""]})
     other = pd.DataFrame({"id": ["d"], "rank": [1], "score": [None], "reason": [None]})
@@ -166,7 +167,8 @@ def test_map_layers_hold_each_runs_picks_with_escaped_text() -> None:
     assert layer_ids(fig) == {"SelectLLM (2)": ["c", "a"], "&lt;i&gt;random&lt;/i&gt; (1)": ["d"]}
     assert fig.data[0].name == "pool (4)" and len(fig.data[0].x) == 4
     hover = fig.data[1].hovertext
-    assert "rank 1" in hover[0] and "&lt;script&gt;" in hover[0] and "<script>" not in hover[0]
+    assert "rank 1" in hover[0] and "&lt;b&gt;C" in hover[0] and "&lt;script&gt;" in hover[0]
+    assert "<script>" not in hover[0] and "<b>C" not in hover[0]
     assert "score 2.5" in hover[1] and "reason" not in hover[1]
     panels = panels_figure(frame, layers, columns=2)
     assert [a.text for a in panels.layout.annotations] == ["SelectLLM: 2 picks", "&lt;i&gt;random&lt;/i&gt;: 1 picks"]
