@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from selectllm_core import ui_logic
@@ -265,12 +266,21 @@ def active_selection() -> Any:
     return store().selection(run_id) if run_id else None
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _map_figure(pool_id: str, build_id: int, color_by: str, height: int, names: tuple, picks: str, *,
+                _build: MapBuild, _selection: Any) -> Any:
+    """The map's figure, kept while its inputs stay (each lasso reruns the page; 100k points take seconds)."""
+    frame = ui_logic.map_frame(pool(pool_id).frame, _build.coords, _build.plan.cluster_of, _selection)
+    return ui_logic.map_figure(frame, color_by=color_by, height=height, names=dict(names))
+
+
 def show_map(build: MapBuild, *, color_by: str, key: str, height: int = 560,
              names: dict[int, str] | None = None) -> list[str]:
     """Draw the map; returns the row ids inside the current lasso or box."""
-    frame = ui_logic.map_frame(pool(st.session_state.pool_id).frame, build.coords, build.plan.cluster_of,
-                               active_selection())
-    fig = ui_logic.map_figure(frame, color_by=color_by, height=height, names=names)
+    selection = active_selection()
+    picks = "" if selection is None else str(pd.util.hash_pandas_object(selection[["id", "decision"]]).sum())
+    fig = _map_figure(st.session_state.pool_id, id(build), color_by, height, tuple(sorted((names or {}).items())),
+                      picks, _build=build, _selection=selection)
     event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode=("lasso", "box"),
                             config={"displaylogo": False})
     return ui_logic.selected_ids(event)

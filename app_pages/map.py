@@ -42,11 +42,15 @@ color_by = c1.segmented_control("Colour by", list(colors), format_func=colors.ge
                                 key="map_color_by") or "cluster"
 if color_by == "state" and not ss.run_id:
     c2.info("No run yet: every point is 'not picked'. Start one on the Select page.")
+elif color_by == "cluster" and build.plan.n_clusters > ui_logic.LEGEND_MAX:
+    c2.caption(f"{build.plan.n_clusters:,} clusters are too many for a legend: clusters side by side get different "
+               "colours, each cluster's number is written on the map, and hovering a point names its cluster. "
+               "The table below lists them all.")
 chosen = shared.show_map(build, color_by=color_by, key="map_chart", names=names)
 
 frame = active.frame.assign(cluster=build.plan.cluster_of)
 if chosen:
-    st.subheader(f"{len(chosen)} instructions in the selection")
+    st.subheader(f"{len(chosen):,} instructions in the selection")
     rows = frame.set_index("id").loc[chosen, ["instruction", "input", "cluster"]].reset_index()
     st.dataframe(rows, hide_index=True, column_config={"id": None})
 else:

@@ -93,8 +93,23 @@ def compute_projection(
         return found
     # 2. compute
     run = _run_umap if params.method == "umap" else _run_pca
-    coords = np.asarray(run(np.asarray(vectors, dtype=np.float32), params, progress), dtype=np.float32)
-    # 3. store atomically, so a crash never leaves half a file for the next build to read
+    coords = run(np.asarray(vectors, dtype=np.float32), params, progress)
+    # 3. store
+    return store_projection(coords, model_id=model_id, pool_id=pool_id, params=params, cache_root=cache_root)
+
+
+def store_projection(
+    coords: np.ndarray, *, model_id: str, pool_id: str, params: ProjectionParams | None = None,
+    cache_root: Path | str | None = None,
+) -> np.ndarray:
+    """Store a layout under its cache key, atomically (a crash never leaves half a file for the next read).
+
+    Returns:
+        The coordinates as stored: float32, shape (n, 2).
+    """
+    coords, params = np.asarray(coords, dtype=np.float32), params or ProjectionParams()
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise ConfigError(f"A map layout has two columns per row; got an array of shape {coords.shape}.")
     path = _cache_file(cache_root, projection_key(model_id=model_id, pool_id=pool_id, params=params))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import html
 import json
+import random
 import re
+import textwrap
 import threading
 from pathlib import Path
 
@@ -99,6 +103,57 @@ def test_state_colours_and_escaped_hover() -> None:
         np.zeros((2, 2)), np.zeros(2), sel), color_by="state")
     assert [t.name for t in fig.data] == ["picked (1)", "accepted (1)"]
     assert all(t.type == "scattergl" for t in fig.data) and fig.layout.dragmode == "lasso"
+
+
+def _textwrap_hover(instruction: str, input_: str = "", *, width: int = 70, max_lines: int = 8) -> str:
+    """The hover label as textwrap alone makes it: what the faster hover_text must equal."""
+    text = instruction if not input_ else f"{instruction}\n[input] {input_}"
+    lines = [line for part in text.splitlines() for line in (textwrap.wrap(part, width) or [""])]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines] + ["…"]
+    return "<br>".join(html.escape(line, quote=False) for line in lines)
+
+
+def test_hover_labels_equal_textwrap_on_real_and_awkward_text(shared_data: Path) -> None:
+    with gzip.open(shared_data / "dolly_alpagasus_3k.jsonl.gz", "rt", encoding="utf-8") as handle:
+        rows = [(r["instruction"], r["input"]) for r in map(json.loads, handle)]
+    assert sum(len(i) + len(x) > 1500 for i, x in rows) > 50, "long contexts take the prefix shortcut"
+    rng = random.Random(0)
+    pieces = ["a", "word", "longer", " ", " ", "  ", "\t", "-", "--", "well-known", "x" * 75, "\n", "\r\n", "é",
+              "<b>", "&", "\u00a0", " \t "]
+    rows += [("".join(rng.choice(pieces) for _ in range(rng.randint(0, 600))), rng.choice(["", "in-put  here"]))
+             for _ in range(2_000)]
+    for width, max_lines in ((70, 8), (12, 2), (30, 1)):
+        assert [ui_logic.hover_text(i, x, width=width, max_lines=max_lines) for i, x in rows] == \
+            [_textwrap_hover(i, x, width=width, max_lines=max_lines) for i, x in rows]
+
+
+def _grid_map(n_clusters: int, per: int, cols: int) -> pd.DataFrame:
+    """Clusters as blobs on a grid (cluster c at column c % cols, row c // cols); row 0 carries HTML."""
+    rng = np.random.default_rng(0)
+    cluster = np.repeat(np.arange(n_clusters), per)
+    coords = np.stack([cluster % cols, cluster // cols], axis=1) + 0.12 * rng.normal(size=(len(cluster), 2))
+    text = [f"task {i}" for i in range(len(cluster))]
+    text[0] = "<img src=x onerror=alert(1)> tag"
+    pool = pd.DataFrame({"id": [f"r{i}" for i in range(len(cluster))], "instruction": text, "input": ""})
+    return ui_logic.map_frame(pool, coords, cluster, None)
+
+
+def test_a_crowded_map_keeps_every_row_selectable_and_touching_clusters_apart() -> None:
+    frame = _grid_map(80, 25, cols=10)
+    fig = ui_logic.map_figure(frame, names={c: f"<b>{c}" for c in range(80)})
+    ids = [row[0] for t in fig.data for row in t.customdata]
+    assert sorted(ids) == sorted(frame["id"]) and all(t.type == "scattergl" for t in fig.data)
+    hover = {row[0]: h for t in fig.data for row, h in zip(t.customdata, t.hovertext)}
+    assert hover["r0"].startswith("&lt;img src=x")
+    assert all("<b>" not in t.name for t in fig.data)
+    assert not any(t.showlegend for t in fig.data), "80 clusters: no legend"
+    assert sorted(int(a.text) for a in fig.layout.annotations) == list(range(80))
+    color = {int(t.name.split(" ")[0]): t.marker.color for t in fig.data}
+    touching = [(c, c + 1) for c in range(80) if c % 10 < 9] + [(c, c + 10) for c in range(70)]
+    assert all(color[a] != color[b] for a, b in touching)
+    few = ui_logic.map_figure(_grid_map(ui_logic.LEGEND_MAX, 5, cols=5))
+    assert all(t.showlegend is not False for t in few.data) and not few.layout.annotations
 
 
 # -- review -------------------------------------------------------------------------------------
@@ -267,6 +322,17 @@ def test_projection_is_cached_by_model_pool_and_params(tmp_path: Path, monkeypat
                                       params=projection.ProjectionParams(method="tsne"))
     with pytest.raises(ConfigError, match="at least"):
         projection.compute_projection(vectors[:3], model_id="m", pool_id="q", params=pca, cache_root=tmp_path)
+
+
+def test_a_stored_layout_is_read_back_under_its_key(tmp_path: Path) -> None:
+    coords = np.arange(20, dtype=np.float64).reshape(10, 2)
+    stored = projection.store_projection(coords, model_id="m", pool_id="p", cache_root=tmp_path)
+    assert stored.dtype == np.float32
+    assert np.array_equal(projection.cached_projection(model_id="m", pool_id="p", n_rows=10, cache_root=tmp_path),
+                          coords)
+    assert projection.cached_projection(model_id="m", pool_id="p", n_rows=11, cache_root=tmp_path) is None
+    with pytest.raises(ConfigError, match="two columns"):
+        projection.store_projection(coords.ravel(), model_id="m", pool_id="p", cache_root=tmp_path)
 
 
 @pytest.mark.slow
