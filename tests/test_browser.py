@@ -2,9 +2,9 @@
 
 One walk through the whole job, with the embedded models and no network: the demo pool's map (timed), an upload
 on the Data page, the prompt and its cost, a preview and a background run with the bundled SmolLM2 (12 LLM calls
-in all), a reload while the run works, a rejection in the Review table and a bulk accept of the pending picks, and
-the CSV download checked row by row against the workspace. Every page is saved as a screenshot under
-test-artifacts/screenshots/.
+in all), a reload while the run works, a random draw beside it on the Compare page, a rejection in the Review
+table and a bulk accept of the pending picks, and the CSV download checked row by row against the workspace.
+Every page is saved as a screenshot under test-artifacts/screenshots/.
 
 Run it with `pytest -m browser` (needs `apt-get install chromium`; skipped when it is missing).
 """
@@ -101,6 +101,19 @@ def _reject_first_row(page) -> None:  # noqa: ANN001
     raise AssertionError("the Review table did not take the edit")
 
 
+def _compare_map_ids(page) -> dict[str, list[str]]:  # noqa: ANN001
+    """Row ids of each run's picks as drawn on the Compare page's map (decoded plotly data)."""
+    plot = page.locator(".js-plotly-plot").last
+    plot.locator(".nsewdrag").first.wait_for(timeout=LONG)
+    return page.evaluate("""() => {
+        const plots = document.querySelectorAll('.js-plotly-plot');
+        const gd = plots[plots.length - 1];
+        const out = {};
+        for (const t of gd._fullData) if (t.customdata) out[t.name] = Array.from(t.customdata).map(d => d[0]);
+        return out;
+    }""")
+
+
 def _box_select(page) -> None:  # noqa: ANN001
     """Pick the box tool in the map's mode bar and drag over the upper left half of the plot."""
     plot = page.locator(".js-plotly-plot").first
@@ -179,7 +192,15 @@ def test_curator_walks_from_demo_map_to_exported_csv(server: dict) -> None:
         expect(page.get_by_text("Subsets", exact=True)).to_be_visible(timeout=LONG)
         shot(page, "7-select-done")
 
-        # 6. Review: reject the first pick in the table editor, then accept every pick still pending
+        # 6. Compare: a random draw of the same budget beside the run, in the table and overlaid on the map
+        goto(page, "Compare")
+        page.get_by_role("button", name="Run Random").click()
+        expect(page.get_by_text(re.compile(r"random-\w+: 10 rows selected"))).to_be_visible(timeout=LONG)
+        expect(page.get_by_text(re.compile("coverage: cosine distance from every pool row"))).to_be_visible(timeout=LONG)
+        drawn = _compare_map_ids(page)
+        shot(page, "8-compare")
+
+        # 7. Review: reject the first pick in the table editor, then accept every pick still pending
         goto(page, "Review")
         _reject_first_row(page)
         metric = page.locator('[data-testid="stMetric"]').filter(has_text="Picked")
@@ -190,12 +211,12 @@ def test_curator_walks_from_demo_map_to_exported_csv(server: dict) -> None:
         accept = page.get_by_role("button", name=f"Accept {picked - 1} pending (shown)")
         accept.click()
         expect(page.get_by_text(f"{picked - 1} of 10 accepted; ")).to_be_visible(timeout=LONG)
-        shot(page, "8-review")
+        shot(page, "9-review")
 
-        # 7. Export: download the accepted picks as CSV
+        # 8. Export: download the accepted picks as CSV
         goto(page, "Export")
         expect(page.get_by_text("Preview: the first rows of")).to_be_visible(timeout=LONG)
-        shot(page, "9-export")
+        shot(page, "10-export")
         with page.expect_download() as info:
             page.get_by_role("button", name=re.compile(r"Download CSV \(\d+ rows\)")).click()
         target = server["tmp"] / info.value.suggested_filename
@@ -203,11 +224,14 @@ def test_curator_walks_from_demo_map_to_exported_csv(server: dict) -> None:
         assert page.locator("img[src='x']").count() == 0
         browser.close()
 
-    # 8. the downloaded file, row by row, against the workspace
+    # 9. the downloaded file, row by row, against the workspace; the compare map against the stored runs
     store = Store(server["workspace"])
-    runs = store.list_runs()
-    assert len(runs) == 1 and store.count_calls() == 10, "10 stored LLM calls (the 2 preview calls store nothing)"
-    run_id = runs["run_id"].iloc[0]
+    runs = store.list_runs().set_index("method")["run_id"]
+    assert sorted(runs.index) == ["random", "selectllm"]
+    assert store.count_calls() == 10, "10 stored LLM calls (the 2 preview calls store nothing)"
+    run_id = runs["selectllm"]
+    for method, title in (("selectllm", "SelectLLM"), ("random", "Random")):
+        assert sorted(drawn[f"{title} (10)"]) == sorted(store.selection(runs[method])["id"])
     picks = store.selection(run_id)
     assert (picks["decision"] == "rejected").sum() == 1 and set(picks["decision"]) == {"accepted", "rejected"}
     expected = picks[picks["decision"] == "accepted"].reset_index(drop=True)
