@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Iterable
+
 import streamlit as st
 
 from app_pages import _shared as shared
@@ -36,15 +39,30 @@ statuses = f2.multiselect("Status", list(ui_logic.DECISION_OPTIONS), key="review
 keep = picks["cluster"].isin(clusters) | (not clusters)
 shown = picks[keep & (picks["decision"].isin(statuses) | (not statuses))]
 version = ss.setdefault("review_editor_version", 0)
-
-
 pending = shown[shown["decision"] == "pending"]
 
 
+def stored(row_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """(decision, note) of each row as the workspace holds it now."""
+    now = store.decisions(run_id).set_index("id")
+    return {r: (now.at[r, "decision"], now.at[r, "note"]) if r in now.index else ("pending", "") for r in row_ids}
+
+
+def save(edits: dict[str, tuple[str, str]], seen: dict[str, tuple[str, str]]) -> None:
+    """Save edits made over rows as seen; skip, and report, rows another session has changed since."""
+    now = stored(edits)
+    stale = [r for r, edit in edits.items() if now[r] not in (edit, seen[r])]
+    store.set_decisions(run_id, {r: edit for r, edit in edits.items() if r not in stale})
+    titles = picks.set_index("id")["instruction"]
+    ss.review_stale = [(titles[r], *now[r]) for r in stale]
+    ss.review_editor_version += 1  # a fresh editor shows the store, with no earlier edits laid over it
+
+
 def bulk(decision: str) -> None:
-    """Decide the pending picks shown; picks decided one by one keep their decision."""
-    store.set_decisions(run_id, ui_logic.bulk_decisions(pending, decision))
-    ss.review_editor_version += 1  # a fresh editor: no stale edits over the new decisions
+    """Decide the picks shown that are still pending, keeping their latest note; a decided pick keeps its decision."""
+    drawn = dict(zip(pending["id"], zip(pending["decision"], pending["note"])))
+    seen = {r: now if now[0] == "pending" else drawn[r] for r, now in stored(drawn).items()}
+    save({r: (decision, note) for r, (_d, note) in seen.items()}, seen)
 
 
 b1, b2, b3 = st.columns([1, 1, 2], vertical_alignment="center")
@@ -60,11 +78,15 @@ editor_key = f"review_editor_{version}"
 
 
 def save_edits() -> None:
-    edits = ui_logic.decisions_from_edits(table.reset_index(), ss[editor_key]["edited_rows"])
-    if edits:
-        store.set_decisions(run_id, edits)
+    drawn = dict(zip(table.index, zip(table["decision"], table["note"])))
+    save(ui_logic.decisions_from_edits(table.reset_index(), ss[editor_key]["edited_rows"]), drawn)
 
 
+for instruction, decision, note in ss.pop("review_stale", []):
+    st.warning(ui_logic.md_escape(f"Not saved: another session changed this pick after the table was shown "
+                                  f"(now {decision}{', note: ' + note if note else ''}): "
+                                  f'"{textwrap.shorten(instruction, 90)}". The table shows its current '
+                                  "decision; decide it again to change it."), icon=":material/sync_problem:")
 if table.empty:
     st.info("No picks match these filters.")
 else:
