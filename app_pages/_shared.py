@@ -36,8 +36,8 @@ PLAN_FIELDS = ("budget", "subset_size", "picks_per_subset", "split", "seed", "sh
                "max_input_chars", "sample")
 # Widgets whose value comes from the cross-page keys: forgotten when a pool or run is opened, so they show it.
 BOUND_WIDGETS = ("data_pool_choice", "map_budget", "map_subset_size", "map_picks", "map_split", "select_budget",
-                 "select_subset_size", "select_picks", "select_split", "prompt_preset", "prompt_template",
-                 "prompt_domain", "prompt_cut", "select_subset", "select_preview", "sidebar_run")
+                 "select_subset_size", "select_picks", "select_split", "select_shuffle", "prompt_preset",
+                 "prompt_template", "prompt_domain", "prompt_cut", "select_subset", "select_preview", "sidebar_run")
 
 
 # -- resources (one per server process) -----------------------------------------------------------
@@ -182,8 +182,8 @@ def chat_backend() -> Any:
 
 
 # -- budget, split and map ------------------------------------------------------------------------
-def plan_controls(prefix: str) -> None:
-    """Budget and split inputs, bound to st.session_state.run_config (the same values on every page)."""
+def plan_controls(prefix: str, *, order: bool = False) -> None:
+    """Budget and split inputs (and, with order, the shuffle switch), bound to st.session_state.run_config."""
     cfg = st.session_state.run_config
     n = len(pool(st.session_state.pool_id).frame)
     c1, c2, c3, c4 = st.columns(4)
@@ -198,6 +198,12 @@ def plan_controls(prefix: str) -> None:
     splits = ["diverse", "similar", "random"]
     cfg["split"] = c4.selectbox("Split", splits, splits.index(cfg["split"]), key=f"{prefix}_split",
                                 help="diverse: each subset holds one row of every cluster (the paper's method).")
+    if order:
+        cfg["shuffle"] = st.checkbox(
+            "Shuffle the candidates in each subset", bool(cfg["shuffle"]), key=f"{prefix}_shuffle",
+            help="On (the default): each subset is shown to the model in a seeded random order, which spreads a "
+                 "preference for early or late positions over all rows. Off: the split's own order. The Compare "
+                 "page tests each run's picks for such a position bias.")
 
 
 @dataclass

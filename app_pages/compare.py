@@ -166,8 +166,9 @@ if len(runs) < 2:
 records = {r: store.get_run(r) for r in runs["run_id"]}
 TITLES = {"selectllm": "SelectLLM", **{name: m.title for name, m in methods.METHODS.items()}}
 labels = compare_map.run_labels(records, {r: compare.run_setting(rec) for r, rec in records.items()}, TITLES)
-latest = list(dict.fromkeys(reversed(runs["method"].tolist())))  # newest run of each method
-default = [runs.loc[runs["method"] == m, "run_id"].iloc[-1] for m in latest][:6]
+newest = runs["run_id"].tolist()[::-1]
+per_method = [runs.loc[runs["method"] == m, "run_id"].iloc[-1] for m in dict.fromkeys(runs["method"][::-1])]
+default = list(dict.fromkeys(per_method + newest))[: max(2, min(len(per_method), 6))]  # newest of each method
 if "compare_runs" in ss:
     ss.compare_runs = [r for r in ss.compare_runs if r in labels]
 c1, c2, c3 = st.columns([4, 3, 1])

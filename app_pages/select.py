@@ -35,7 +35,7 @@ else:
         st.stop()
 
 st.subheader("Budget and split")
-shared.plan_controls("select")
+shared.plan_controls("select", order=True)
 try:
     build, budget = shared.build_map(), shared.budget_plan()
     config, backend = shared.run_config(), shared.chat_backend()

@@ -380,3 +380,23 @@ def test_a_method_the_backend_cannot_serve_shows_why(seeded: dict) -> None:
     errors = " ".join(e.value for e in at.error).replace("\\", "")
     assert "token probabilities" in errors, errors
     assert seeded["store"].get_run(run_id)["status"] == "interrupted"
+
+
+def test_a_run_without_shuffling_is_started_from_select_and_its_bias_compared(seeded: dict) -> None:
+    """The curator turns shuffling off for a second run; Compare then reports both runs' position bias."""
+    store, first = seeded["store"], seeded["run_id"]
+    at = open_page("app_pages/select.py")
+    assert at.checkbox(key="select_shuffle").value is True
+    at.checkbox(key="select_shuffle").uncheck().run()
+    assert at.session_state["run_config"]["shuffle"] is False
+    at.button(key="select_start").click().run()
+    assert not at.exception, at.exception
+    second = at.session_state["run_id"]
+    assert second != first
+    jobs.wait(second, timeout=60)
+    assert store.get_run(second)["params"]["shuffle"] is False
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception, at.exception
+    assert len(at.dataframe) == 3, texts(at)
+    bias = at.dataframe[2].value
+    assert sorted(bias["shuffle"].tolist()) == [False, True]
