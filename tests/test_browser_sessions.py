@@ -18,6 +18,7 @@ Run it with `pytest -m browser tests/test_browser_sessions.py` (needs `apt-get i
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -38,7 +39,8 @@ pytestmark = pytest.mark.browser
 playwright = pytest.importorskip("playwright.sync_api")
 
 STALE = "Not saved: another session changed this pick"
-COLUMN_X = {"decision": 40, "note": 110 + 60}  # px from the table's left edge (column widths 110 and 160)
+COLUMN_X = {"decision": 40, "note": 110 + 60, "instruction": 110 + 160 + 60}  # px from the table's left edge
+EDITOR_OPEN = "() => document.activeElement?.matches('#portal input[role=combobox], #portal textarea') ?? false"
 SHOWN = """() => Array.from(document.querySelectorAll('[data-testid="stDataFrame"] tbody tr'))
     .map(tr => Array.from(tr.querySelectorAll('td')).slice(0, 2).map(td => td.textContent))"""
 
@@ -86,11 +88,28 @@ def _type_in_cell(page, row: int, column: str, text: str) -> None:  # noqa: ANN0
     grid = page.locator('[data-testid="stDataFrame"]').first
     grid.scroll_into_view_if_needed()
     box = grid.bounding_box()
-    page.mouse.click(box["x"] + COLUMN_X[column], box["y"] + 35 + 35 * row + 17)
-    page.keyboard.press("Enter")  # opens the cell's editor (a selectbox, or a text box)
-    page.wait_for_timeout(500)
+    y = box["y"] + 35 + 35 * row + 17
+    for _attempt in range(3):
+        # select the row's read-only Instruction cell first: a click on a cell already selected (the grid moves
+        # the selection down after Enter) would open its editor, and the Enter below would then close it
+        page.mouse.click(box["x"] + COLUMN_X["instruction"], y)
+        page.mouse.click(box["x"] + COLUMN_X[column], y)
+        page.keyboard.press("Enter")  # opens the cell's editor (a selectbox, or a text box) and focuses it
+        try:
+            page.wait_for_function(EDITOR_OPEN, timeout=10_000)
+            break
+        except playwright.TimeoutError:
+            page.keyboard.press("Escape")
+    else:
+        raise AssertionError(f"the editor of row {row}'s {column} did not open")
     page.keyboard.type(text)
-    page.keyboard.press("Enter")
+    for _attempt in range(3):  # an Enter that comes too soon after the editor opened is sometimes dropped
+        page.wait_for_timeout(300)
+        page.keyboard.press("Enter")  # commits the edit and closes the editor
+        with contextlib.suppress(playwright.TimeoutError):
+            page.wait_for_function(f"() => !({EDITOR_OPEN})()", timeout=5_000)
+            return
+    raise AssertionError(f"the editor of row {row}'s {column} did not take Enter")
 
 
 def _edit(page, s: dict, row: int, column: str, text: str, want: tuple[str, str]) -> None:  # noqa: ANN001
