@@ -50,7 +50,7 @@ chosen = shared.show_map(build, color_by=color_by, key="map_chart", names=names)
 
 frame = active.frame.assign(cluster=build.plan.cluster_of)
 if chosen:
-    st.subheader(f"{len(chosen):,} instructions in the selection")
+    st.subheader(f"{len(chosen):,} instruction{'s' if len(chosen) != 1 else ''} in the selection")
     rows = frame.set_index("id").loc[chosen, ["instruction", "input", "cluster"]].reset_index()
     st.dataframe(rows, hide_index=True, column_config={"id": None})
 else:

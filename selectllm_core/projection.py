@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -112,9 +113,15 @@ def store_projection(
         raise ConfigError(f"A map layout has two columns per row; got an array of shape {coords.shape}.")
     path = _cache_file(cache_root, projection_key(model_id=model_id, pool_id=pool_id, params=params))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, coords)
-    os.replace(tmp, path)
+    # a file of its own per writer: two sessions (threads of one server) may store the same layout at once
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.npy")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, coords)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return coords
 
 

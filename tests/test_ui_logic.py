@@ -346,3 +346,16 @@ def test_umap_projection_separates_clusters(tmp_path: Path) -> None:
     spread = max(np.linalg.norm(coords[labels == c] - means[c], axis=1).mean() for c in range(3))
     gaps = min(np.linalg.norm(means[a] - means[b]) for a in range(3) for b in range(a + 1, 3))
     assert gaps > 3 * spread
+
+
+def test_two_threads_storing_one_layout_at_once_both_succeed(tmp_path: Path) -> None:
+    """Two sessions building a pool's first map together write the same cache file: neither may fail."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    coords = [np.full((500, 2), float(i), dtype=np.float32) for i in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda c: projection.store_projection(c, model_id="m", pool_id="p", cache_root=tmp_path),
+                      coords))
+    got = projection.cached_projection(model_id="m", pool_id="p", n_rows=500, cache_root=tmp_path)
+    assert got is not None and len(np.unique(got)) == 1, "one writer's whole layout, never a mix"
+    assert len(list((tmp_path / "projections").iterdir())) == 1, "no temporary file is left behind"
