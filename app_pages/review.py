@@ -29,7 +29,7 @@ cols = st.columns(5)
 for col, (label, key) in zip(cols, [("Budget", "budget"), ("Picked", "picked"), ("Accepted", "accepted"),
                                     ("Rejected", "rejected"), ("Still to review", "pending")]):
     col.metric(label, f"{c[key]:,}")
-st.progress(min(1.0, c["accepted"] / budget), text=f"{c['accepted']} of {budget} accepted; {c['to_go']} to go")
+st.progress(min(1.0, c["accepted"] / budget), text=ui_logic.budget_message(c))
 
 f1, f2 = st.columns(2)
 clusters = f1.multiselect("Clusters", sorted(picks["cluster"].dropna().astype(int).unique()), key="review_clusters",

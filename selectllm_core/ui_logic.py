@@ -316,6 +316,18 @@ def budget_counters(selection: pd.DataFrame, budget: int) -> dict[str, int]:
             "to_go": max(0, budget - accepted)}
 
 
+def budget_message(c: dict[str, int]) -> str:
+    """What the counters mean for the budget, in words (from `budget_counters`)."""
+    head = f"{c['accepted']} of {c['budget']} accepted"
+    if c["to_go"] == 0:
+        return f"{head}: the budget is filled."
+    if c["pending"] >= c["to_go"]:
+        return f"{head}; {c['to_go']} more needed, from {c['pending']} picks still to review."
+    left = {0: "no picks are", 1: "only 1 pick is"}.get(c["pending"], f"only {c['pending']} picks are")
+    return (f"{head}; {c['to_go']} more needed to fill the budget, but {left} left to review. Accept rejected "
+            "picks again, or start a run with a larger budget.")
+
+
 # -- prompt and cost ------------------------------------------------------------------------------
 def subset_candidates(pool: pd.DataFrame, members: Sequence[int], cluster_of: np.ndarray, *, subset: int,
                       seed: int, shuffle: bool) -> list[Candidate]:

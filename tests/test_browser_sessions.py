@@ -147,6 +147,10 @@ def server(tmp_path: Path) -> Iterator[dict]:
         yield {**info, "run_id": run_id, "ids": ids}
 
 
+# Typing into the canvas table editor by keyboard is timing-sensitive on a busy machine (a rerun landing mid-gesture
+# can swallow a key), so a failure gets one more attempt on a fresh server and workspace. A lost update is not
+# timing-dependent: it fails both attempts.
+@pytest.mark.flaky(reruns=1)
 @pytest.mark.timeout(900)
 def test_two_browser_sessions_on_one_workspace_lose_no_decision(server: dict) -> None:
     from playwright.sync_api import expect, sync_playwright

@@ -359,3 +359,16 @@ def test_two_threads_storing_one_layout_at_once_both_succeed(tmp_path: Path) -> 
     got = projection.cached_projection(model_id="m", pool_id="p", n_rows=500, cache_root=tmp_path)
     assert got is not None and len(np.unique(got)) == 1, "one writer's whole layout, never a mix"
     assert len(list((tmp_path / "projections").iterdir())) == 1, "no temporary file is left behind"
+
+
+@pytest.mark.parametrize(("decisions", "budget", "want"), [
+    (["accepted"] * 10, 10, "10 of 10 accepted: the budget is filled."),
+    (["accepted"] * 4 + ["pending"] * 6, 10, "4 of 10 accepted; 6 more needed, from 6 picks still to review."),
+    (["accepted"] * 9 + ["rejected"], 10, "9 of 10 accepted; 1 more needed to fill the budget, but no picks are "
+                                          "left to review."),
+    (["accepted"] * 7 + ["rejected"] * 2 + ["pending"], 10, "7 of 10 accepted; 3 more needed to fill the budget, "
+                                                             "but only 1 pick is left to review."),
+])
+def test_the_budget_message_says_what_is_left(decisions: list[str], budget: int, want: str) -> None:
+    counters = ui_logic.budget_counters(pd.DataFrame({"decision": decisions}), budget)
+    assert ui_logic.budget_message(counters).startswith(want)
