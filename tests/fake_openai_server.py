@@ -9,7 +9,8 @@ Fault vocabulary (keys of one fault dict, combinable with "sleep"):
     {"status": 500, "headers": {...}, "body": {...}}  an HTTP error ("{authorization}" / "{api_key}" in
                                                      the body become the request's header / bare key)
     {"sleep": 2.0}                                   wait before answering (client timeouts)
-    {"content": "..."} / {"content": None}           this answer text instead of the default reply
+    {"content": "..."} / {"content": None}           this answer text instead of the default reply (marks as
+                                                     in "body": a server that puts the key in an answer)
     {"echo": True}                                   answer with the prompt itself (a model repeating it)
     {"drop": True}                                   close the connection without answering
 """
@@ -127,7 +128,7 @@ class FakeOpenAIServer:
             message = f"response_format type {fmt!r} is not supported by this server"
             return self._record(record, self.reject_status, {},
                                 {"error": {"message": message, "type": "invalid_request_error"}})
-        content = _first_user_text(body) if fault.get("echo") else fault.get("content", self.reply)
+        content = _first_user_text(body) if fault.get("echo") else _render(fault.get("content", self.reply), headers)
         return self._record(record, 200, {}, self._completion(body, content))
 
     @staticmethod

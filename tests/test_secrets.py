@@ -122,3 +122,15 @@ def test_backend_errors_never_quote_the_key(status: int) -> None:
             backend.chat([{"role": "user", "content": "pick [1]"}])
     assert not leaks(str(info.value)) and not leaks(repr(info.value)) and "***" in str(info.value)
     assert not leaks(repr(backend)) and not leaks(str(backend.describe()))
+
+
+def test_an_answer_that_quotes_the_key_is_stored_without_it() -> None:
+    """A broken server or proxy that puts the key in a successful answer: the answer text is redacted."""
+    from selectllm_core.llm import OpenAICompatibleBackend
+
+    with FakeOpenAIServer() as server:
+        server.script({"content": '{"picks": [1]} my key is {api_key}'})
+        backend = OpenAICompatibleBackend(base_url=server.base_url, model="fake-model", api_key=CANARY)
+        answer = backend.chat([{"role": "user", "content": "pick [1]"}])
+    assert server.requests[0]["headers"]["authorization"] == f"Bearer {CANARY}"
+    assert answer.text == '{"picks": [1]} my key is ***'

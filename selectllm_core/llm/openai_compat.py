@@ -135,7 +135,7 @@ class OpenAICompatibleBackend:
             raise BackendError(f"the server at {safe_url(self.base_url)} returned no answer choices")
         usage = response.usage
         return ChatResult(
-            text=response.choices[0].message.content or "",
+            text=self._redact(response.choices[0].message.content or ""),
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             model=response.model or self.model,
@@ -246,6 +246,11 @@ class OpenAICompatibleBackend:
             else f"the server at {url} refused the request (HTTP {status})"
         )
         return f"{hint}: {detail}" if detail else hint
+
+    def _redact(self, text: str) -> str:
+        """The API key replaced by *** in an answer (a broken server or proxy may echo it; answers are stored)."""
+        key = self._resolve_key(required=False)
+        return text.replace(key, "***") if key and key != DUMMY_KEY and key in text else text
 
     def _scrub(self, text: str) -> str:
         """Remove the API key (and anything that looks like a bearer token) from text."""
