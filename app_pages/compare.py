@@ -10,7 +10,7 @@ import streamlit as st
 from app_pages import _shared as shared
 from selectllm_core import compare, compare_map, jobs, methods, ui_logic
 from selectllm_core.errors import SelectLLMError
-from selectllm_core.pipeline import selection_frame
+from selectllm_core.pipeline import which_picks
 from selectllm_core.store import default_workspace
 
 ss, store = st.session_state, shared.store()
@@ -105,7 +105,8 @@ def job_panel(run_id: str) -> None:
         if job is None:
             return
         if job.running:
-            st.progress(0.0 if "/" not in job.stage else _fraction(job.stage), text=f"{run_id}: {job.stage}")
+            count = f" {job.done:,} / {job.total:,}" if job.total else ""
+            st.progress(min(1.0, job.done / job.total) if job.total else 0.0, text=f"{run_id}: {job.stage}{count}")
         elif job.error:
             st.error(ui_logic.md_escape(job.error), icon=":material/error:")
         elif job.summary:
@@ -128,26 +129,12 @@ def job_panel(run_id: str) -> None:
         body()
 
 
-def _fraction(stage: str) -> float:
-    """0..1 from a stage like "rate 40/600"."""
-    try:
-        done, total = stage.rsplit(" ", 1)[-1].replace(",", "").split("/")
-        return min(1.0, int(done) / max(1, int(total)))
-    except ValueError:
-        return 0.0
-
-
 @st.cache_data(show_spinner="Comparing runs…", max_entries=16)
-def comparison(run_ids: tuple[str, ...], which: str, price: float, _fingerprint: str, workspace: str
+def comparison(run_ids: tuple[str, ...], which: str, price: float, fingerprint: str, workspace: str
                ) -> compare.Comparison:
+    """compare_runs, cached; fingerprint and workspace are part of the cache key only."""
     return compare.compare_runs(store, list(run_ids), embedder=shared.embedder(), cache=shared.embedding_cache(),
                                 price_per_1k=price, which=which)
-
-
-def decisions_fingerprint(run_ids: list[str]) -> str:
-    """Changes whenever a decision of these runs changes (the cached comparison is then recomputed)."""
-    parts = [(r, store.selection(r)[["id", "decision"]].to_json()) for r in run_ids]
-    return str(hash(tuple(parts)))
 
 
 # -- 1. another method --------------------------------------------------------------------------------------
@@ -185,8 +172,11 @@ if len(chosen) < 2:
 if any(records[r]["method"] == "alpagasus" for r in chosen):
     st.caption(f":material/info: {methods.METHODS['alpagasus'].note}")
 
+selections = {r: store.selection(r) for r in chosen}
+# changes whenever a pick or decision of these runs changes: the cached comparison is then recomputed
+fingerprint = str(hash(tuple((r, f[["id", "decision"]].to_json()) for r, f in selections.items())))
 try:
-    result = comparison(tuple(chosen), which, price, decisions_fingerprint(chosen), str(default_workspace().resolve()))
+    result = comparison(tuple(chosen), which, price, fingerprint, str(default_workspace().resolve()))
 except SelectLLMError as exc:
     shared.stop_on_error(exc)
 
@@ -247,7 +237,7 @@ modes = {"overlay": "Overlaid", "panels": "Side by side"}
 mode = st.segmented_control("Show", list(modes), format_func=modes.get, default="overlay",
                             key="compare_map_mode") or "overlay"
 frame = compare_map.map_points(active.frame, build.coords)
-layers = [compare_map.Layer(labels[r], selection_frame(store, r, which=which)) for r in chosen]
+layers = [compare_map.Layer(labels[r], which_picks(selections[r], which)) for r in chosen]
 if mode == "overlay":
     st.caption("Grey: the pool. Each run has its own colour and symbol; click a legend entry to hide or show a "
                "run, double-click to show it alone. Hover a pick for its rank and reason.")

@@ -296,7 +296,7 @@ def test_a_bad_upload_gets_a_message_not_a_traceback_and_loses_nothing(seeded: d
 # -- Compare ------------------------------------------------------------------------------------------------
 def _chart_spec(at: AppTest, key: str) -> dict:
     """The plotly figure a chart element carries, as JSON."""
-    chart = next(c for c in at.get("plotly_chart") if c.proto.id.endswith(key) or key in c.proto.id)
+    chart = next(c for c in at.get("plotly_chart") if key in c.proto.id)
     return json.loads(chart.proto.spec)
 
 
@@ -364,6 +364,10 @@ def test_compare_page_runs_a_method_and_compares_it_with_selectllm(seeded: dict)
     assert not at.exception, at.exception
     kept = at.dataframe[0].value.set_index("run")["selected"]
     assert [kept[selectllm], kept[coreset]] == [2, 0]
+    store.set_decisions(selectllm, {accepted[0]: ("rejected", "")})  # a decision made elsewhere: recomputed
+    at.run()
+    kept = at.dataframe[0].value.set_index("run")["selected"]
+    assert [kept[selectllm], kept[coreset]] == [1, 0]
 
 
 def test_compare_page_says_alpagasus_rates_instructions_alone(seeded: dict) -> None:
