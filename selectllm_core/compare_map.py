@@ -143,15 +143,14 @@ def panels_figure(frame: pd.DataFrame, layers: list[Layer], *, columns: int = 2,
 
     columns = max(1, min(columns, len(layers)))
     rows = math.ceil(len(layers) / columns)
-    titles = [html.escape(f"{layer.label}: {len(_layer_points(frame, layer))} picks", quote=False)
-              for layer in layers]
+    points = [_layer_points(frame, layer) for layer in layers]
+    titles = [html.escape(f"{layer.label}: {len(p)} picks", quote=False) for layer, p in zip(layers, points)]
     fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles, shared_xaxes="all", shared_yaxes="all",
                         horizontal_spacing=0.03, vertical_spacing=0.08 if rows > 1 else 0.0)
-    for i, layer in enumerate(layers):
+    for i, (layer, p) in enumerate(zip(layers, points)):
         row, col = divmod(i, columns)
         fig.add_trace(_pool_trace(frame, show_legend=i == 0), row=row + 1, col=col + 1)
-        fig.add_trace(_layer_trace(_layer_points(frame, layer), layer.label, i, overlay=False, show_legend=False),
-                      row=row + 1, col=col + 1)
+        fig.add_trace(_layer_trace(p, layer.label, i, overlay=False, show_legend=False), row=row + 1, col=col + 1)
     fig.update_layout(height=panel_height * rows, margin={"l": 0, "r": 0, "t": 30, "b": 0},
                       hoverlabel={"align": "left"}, showlegend=False, dragmode="pan")
     fig.update_xaxes(visible=False)

@@ -32,6 +32,8 @@ class Job:
     started: float = field(default_factory=time.time)
     finished: float | None = None
     stage: str = "starting"
+    done: int = 0
+    total: int = 0
     error: str | None = None
     summary: dict | None = None
     thread: threading.Thread | None = field(default=None, repr=False)
@@ -105,8 +107,9 @@ def start_method(*, workspace: Path | str, pool_id: str, name: str, budget: int,
                  embedder: Any = None, cache_root: Path | str | None = None) -> Job:
     """Run another selection method (see `selectllm_core.methods`) in a background thread.
 
-    The job is keyed by the run id the method run will have, so a page can find it again; its stage reads
-    like "rate 40/600" while it works, and its summary holds selected, short_by and flags when it is done.
+    The job is keyed by the run id the method run will have, so a page can find it again; while it works its
+    stage names the step ("embed", "rate") and done / total count it; when it is done its summary holds
+    selected, short_by and flags.
     """
     from selectllm_core import methods
 
@@ -120,7 +123,7 @@ def start_method(*, workspace: Path | str, pool_id: str, name: str, budget: int,
         try:
             result = methods.run_method(name, store.load_pool(pool_id), budget=budget, store=store,
                                         embedder=embedder, cache=EmbeddingCache(cache_root), backend=backend,
-                                        progress=lambda stage, d, t: _set_stage(job, f"{stage} {d:,}/{t:,}"),
+                                        progress=lambda stage, d, t: _set_stage(job, stage, d, t),
                                         **params)
             job.summary = {"selected": result.selected, "short_by": result.short_by, "flags": result.flags}
         finally:
@@ -157,8 +160,8 @@ def _guarded(job: Job, work: Any) -> None:
         job.finished = time.time()
 
 
-def _set_stage(job: Job, stage: str) -> None:
-    job.stage = stage
+def _set_stage(job: Job, stage: str, done: int = 0, total: int = 0) -> None:
+    job.stage, job.done, job.total = stage, done, total
 
 
 def get(run_id: str) -> Job | None:

@@ -263,7 +263,11 @@ def retry_failed(store: Store, run_id: str, *, backend: Any, subsets: list[int] 
 
 def selection_frame(store: Store, run_id: str, *, which: str = "selected") -> pd.DataFrame:
     """A run's picks for export: "selected" (all not rejected), "accepted" or "all"."""
-    frame = store.selection(run_id)
+    return which_picks(store.selection(run_id), which)
+
+
+def which_picks(frame: pd.DataFrame, which: str) -> pd.DataFrame:
+    """The rows of a selection (`Store.selection`) that `which` names: "selected", "accepted" or "all"."""
     if which == "accepted":
         return frame[frame["decision"] == "accepted"]
     if which == "selected":
