@@ -207,6 +207,12 @@ st.dataframe(table, hide_index=True, width="stretch", column_order=order, column
     "cost": num("Est. cost ($)", format="%.4f")})
 st.caption(" · ".join(ui_logic.md_escape(n) for n in result.notes) + ". ↓ lower is better, ↑ higher is better.")
 
+empty = [labels[r] for r, n in zip(result.table["run"].iloc[1:], result.table["selected"].iloc[1:]) if n == 0]
+if empty:
+    kind = {"accepted": "accepted picks", "selected": "picks left after rejections"}.get(which, "picks")
+    st.info(ui_logic.md_escape(f"No {kind} yet in: {', '.join(empty)}, so their measures are empty. Review those "
+                               "runs (open them from the sidebar), or compare all picks."),
+            icon=":material/info:")
 left, right = st.columns(2)
 with left:
     st.markdown("**Overlap** (Jaccard: shared picks / all picks of the two runs)")

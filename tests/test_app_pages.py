@@ -364,6 +364,7 @@ def test_compare_page_runs_a_method_and_compares_it_with_selectllm(seeded: dict)
     assert not at.exception, at.exception
     kept = at.dataframe[0].value.set_index("run")["selected"]
     assert [kept[selectllm], kept[coreset]] == [2, 0]
+    assert any("No accepted picks yet in: k-center coreset" in i.value.replace("\\", "") for i in at.info), texts(at)
     store.set_decisions(selectllm, {accepted[0]: ("rejected", "")})  # a decision made elsewhere: recomputed
     at.run()
     kept = at.dataframe[0].value.set_index("run")["selected"]
