@@ -50,11 +50,22 @@ def report(pool) -> None:  # noqa: ANN001 - a data.Pool
     st.dataframe(pool.frame.drop(columns=["text"]).head(50), hide_index=True, height=240)
 
 
+def save(pool) -> None:  # noqa: ANN001 - a data.Pool
+    """Store the checked pool and open it; what the save did is shown above the tabs after the rerun."""
+    saved = store.save_pool(pool)
+    shared.open_pool(saved.pool_id)
+    st.session_state.data_saved = saved.message
+
+
+if st.session_state.get("data_saved"):
+    (st.info if "Identical" in st.session_state.data_saved else st.success)(
+        ui_logic.md_escape(st.session_state.pop("data_saved")))
+
 tab_current, tab_upload = st.tabs(["Current pool", "Load a new pool"])
 with tab_current:
     pools = store.list_pools()
-    labels = {pid: f"{name} · {n:,} rows · {pid}" for pid, name, n in zip(pools["pool_id"], pools["name"],
-                                                                            pools["n_rows"])}
+    labels = {pid: f"{name} · v{v} · {n:,} rows · {pid}"
+              for pid, name, v, n in zip(pools["pool_id"], pools["name"], pools["version"], pools["n_rows"])}
     ids = list(labels)
     st.selectbox("Pool in the workspace", ids, index=ids.index(st.session_state.pool_id), format_func=labels.get,
                  key="data_pool_choice", on_change=lambda: shared.open_pool(st.session_state.data_pool_choice))
@@ -93,5 +104,5 @@ with tab_upload:
     except SelectLLMError as exc:
         shared.stop_on_error(exc)
     st.button(f"Save to the workspace and open it ({len(new.frame):,} rows)", type="primary", key="data_save",
-              on_click=lambda: shared.open_pool(store.save_pool(new)))
+              on_click=save, args=(new,))
     report(new)

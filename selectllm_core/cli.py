@@ -76,13 +76,13 @@ def _backend(backend: str, model: str | None, base_url: str | None, api_key_env:
 
 
 def _pool(store: Any, source: str, columns: dict | None = None) -> Any:
-    """A pool from a file (columns detected unless named), or from the workspace by pool id."""
-    from selectllm_core.pipeline import column_map, load
+    """A pool from a file (columns detected unless named; the run saves it), or from the workspace by pool id."""
+    from selectllm_core.data import load_pool
+    from selectllm_core.pipeline import column_map
 
     if not Path(source).exists() and not any(c in source for c in "/\\."):
         return store.load_pool(source)
-    mapping = column_map(source, **(columns or {}))
-    return load(source, store=store, columns=mapping)
+    return load_pool(source, columns=column_map(source, **(columns or {})))
 
 
 def column_options(func: Callable) -> Callable:
@@ -156,9 +156,14 @@ def load(pool: str, workspace: str | None, columns: dict) -> None:
 
 
 def _load(pool: str, workspace: str | None, columns: dict) -> None:
-    p = _pool(_store(workspace), pool, columns)
+    from selectllm_core.data import load_pool
+    from selectllm_core.pipeline import column_map
+
+    p = load_pool(pool, columns=column_map(pool, **columns))
+    saved = _store(workspace).save_pool(p)
     r = p.report
-    click.echo(f"pool {p.pool_id} ({p.name}): {r.rows_kept} rows kept of {r.rows_read} read; schema {r.schema}")
+    click.echo(f"pool {saved.pool_id} ({p.name}): {r.rows_kept} rows kept of {r.rows_read} read; schema {r.schema}")
+    click.echo(f"  {saved.message}")
     click.echo(f"  dropped {r.duplicates_dropped} exact duplicates, {r.empty_dropped} empty rows, "
                f"{len(r.bad_rows)} bad rows")
     for row, message in r.bad_rows[:10]:
@@ -282,8 +287,8 @@ def _run(pool: str, workspace: str | None, columns: dict, o: dict) -> None:
                    "use --backend openai with a capable model for real selections.", err=True)
     p = _pool(store, pool, columns)
     result = run_pipeline(p, config, store=store, backend=backend, progress=_Bars(), engine=o["engine"])
-    out = {"run_id": result.run_id, "pool_id": result.pool_id, "plan": result.budget.describe(),
-           **result.summary, "stats": result.stats}
+    out = {"run_id": result.run_id, "pool_id": result.pool_id, "pool": result.pool_saved.message,
+           "plan": result.budget.describe(), **result.summary, "stats": result.stats}
     if not o["no_export"] and result.summary["selected"]:
         target = o["out"] or f"exports/{result.run_id}.csv"
         exp = export_run(store, result.run_id, target, fmt=o["fmt"])
@@ -296,6 +301,7 @@ def _report(out: dict, as_json: bool) -> None:
         click.echo(json.dumps(out, indent=2, default=str))
         return
     s = out["stats"]
+    click.echo(f"pool {out['pool_id']}: {out['pool']}")
     click.echo(f"run {out['run_id']}: {out['plan']}")
     click.echo(f"  embeddings: {s['embedded_new']} computed, {s['embedded_cached']} from cache; "
                f"LLM calls this time: {s['llm_calls_new']}")

@@ -29,7 +29,7 @@ import hashlib
 import json
 import math
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -72,16 +72,60 @@ class PoolReport:
 
 @dataclass
 class Pool:
-    """A validated pool: the frame (id, instruction, input, text, extras...), its report and a display name."""
+    """A validated pool: the frame (id, instruction, input, text, extras...), its report and a display name.
+
+    Its identity (`pool_id`) covers every row's content, so two files that share ids but not text are two
+    pools. A pool read from a workspace carries the id the workspace knows it by (`stored_id`), which
+    also keeps the ids of pools saved before identities covered content.
+    """
 
     frame: pd.DataFrame
     report: PoolReport
     name: str
+    # Not init fields: dataclasses.replace (a sample, a filtered copy) must never carry them to other rows.
+    stored_id: str | None = field(default=None, init=False, compare=False)
+    _digest: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def pool_id(self) -> str:
-        """sha256 over the row ids in order (newline-joined), first 16 hex characters."""
-        return hashlib.sha256("\n".join(self.frame["id"]).encode("utf-8")).hexdigest()[:16]
+        """The workspace's id for this pool when it has one, else the digest of its content."""
+        return self.stored_id or self.content_digest
+
+    @property
+    def content_digest(self) -> str:
+        """sha256 over every row's id, instruction, input and extra columns, in order (16 hex characters)."""
+        if self._digest is None:
+            self._digest = pool_digest(pool_records(self.frame))
+        return self._digest
+
+
+def pool_records(frame: pd.DataFrame) -> Iterator[tuple[str, str, str, dict]]:
+    """Each row as (id, instruction, input, extras) with JSON-able extras, the form the workspace stores."""
+    extras = [c for c in frame.columns if c not in CORE_COLUMNS]
+    for row in frame[["id", "instruction", "input", *extras]].itertuples(index=False, name=None):
+        yield str(row[0]), str(row[1]), str(row[2]), {c: plain_value(v) for c, v in zip(extras, row[3:], strict=True)}
+
+
+def pool_digest(records: Iterable[tuple[str, str, str, dict]]) -> str:
+    """The content identity of rows (id, instruction, input, extras): the same rows give the same digest."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
+
+
+def plain_value(value: Any) -> Any:
+    """A JSON-able copy of a value (numpy scalars, NaN as None, tuples as lists)."""
+    if isinstance(value, dict):
+        return {str(k): plain_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_value(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def format_text(instruction: str, input: str = "") -> str:

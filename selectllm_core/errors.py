@@ -31,6 +31,14 @@ class BackendUnavailable(BackendError):
     """The backend is not installed or configured (missing model file, missing key)."""
 
 
+class PromptTooLong(BackendError):
+    """The prompt and its answer do not fit the model's context window (smaller subsets or inputs fix it)."""
+
+
+class ModelCrashed(BackendError):
+    """The process running the local model died during a call (the next call starts a new one)."""
+
+
 class CapabilityError(BackendError):
     """The backend lacks a capability a method needs (for example token probabilities)."""
 

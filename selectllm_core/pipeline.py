@@ -27,7 +27,7 @@ from selectllm_core.embed_fast import embedder_for
 from selectllm_core.errors import ExportError
 from selectllm_core.prompts import check, load_template
 from selectllm_core.selection import Candidate, PromptSpec, execute, finalize
-from selectllm_core.store import Store
+from selectllm_core.store import PoolSaved, Store
 from selectllm_core.subsets import Budget, make_subsets, plan_budget
 
 StageProgress = Callable[[str, int, int], None]
@@ -62,6 +62,7 @@ class RunResult:
     summary: dict
     stats: dict = field(default_factory=dict)
     store: Store | None = field(default=None, repr=False)
+    pool_saved: PoolSaved | None = None  # whether the pool was new, a new version, or already stored
 
 
 def load(source: Any, *, store: Store, columns: Any = None, name: str | None = None) -> Any:
@@ -183,7 +184,7 @@ def run(
     pool = source if hasattr(source, "frame") else load(source, store=store)
     if config.sample:
         pool = sample_pool(pool, config.sample, seed=config.seed)
-    store.save_pool(pool)
+    saved = store.save_pool(pool)
     budget = plan_budget(len(pool.frame), config.budget, subset_size=config.subset_size,
                          picks_per_subset=config.picks_per_subset)
     run_id = run_id_for(pool.pool_id, config, template, backend.describe())
@@ -222,7 +223,8 @@ def run(
     stats.update(llm_calls_new=store.count_calls(run_id) - calls_before, llm_seconds=time.perf_counter() - t0)
     # 5. trim to the budget
     summary = finalize(store, run_id, budget.budget)
-    return RunResult(run_id=run_id, pool_id=pool.pool_id, budget=budget, summary=summary, stats=stats, store=store)
+    return RunResult(run_id=run_id, pool_id=pool.pool_id, budget=budget, summary=summary, stats=stats, store=store,
+                     pool_saved=saved)
 
 
 def retry_failed(store: Store, run_id: str, *, backend: Any, subsets: list[int] | None = None,

@@ -7,26 +7,31 @@ Secrets never reach this file: runs store the backend's `describe()`, which carr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from selectllm_core.data import ColumnMap, Pool, PoolReport, format_text, plain_value, pool_digest, pool_records
 from selectllm_core.errors import WorkspaceError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 DECISIONS = ("accepted", "rejected", "pending")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS pools (
-    pool_id TEXT PRIMARY KEY, name TEXT, source TEXT, created_at TEXT, n_rows INTEGER, report TEXT);
+    pool_id TEXT PRIMARY KEY, name TEXT, source TEXT, created_at TEXT, n_rows INTEGER, report TEXT,
+    content_hash TEXT, version INTEGER, previous TEXT);
 CREATE TABLE IF NOT EXISTS pool_rows (
     pool_id TEXT, position INTEGER, row_id TEXT, instruction TEXT, input TEXT, extra TEXT,
     PRIMARY KEY (pool_id, position));
@@ -43,12 +48,47 @@ CREATE TABLE IF NOT EXISTS subset_results (
     PRIMARY KEY (run_id, subset));
 CREATE TABLE IF NOT EXISTS calls (
     call_id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, subset INTEGER, attempt INTEGER,
-    prompt_tokens INTEGER, completion_tokens INTEGER, elapsed REAL, ok INTEGER, created_at TEXT);
+    prompt_tokens INTEGER, completion_tokens INTEGER, elapsed REAL, ok INTEGER, created_at TEXT,
+    answer_format TEXT);
 CREATE TABLE IF NOT EXISTS selection (
     run_id TEXT, row_id TEXT, rank INTEGER, score REAL, reason TEXT, PRIMARY KEY (run_id, row_id));
 CREATE TABLE IF NOT EXISTS decisions (
     run_id TEXT, row_id TEXT, decision TEXT, note TEXT, updated_at TEXT, PRIMARY KEY (run_id, row_id));
+CREATE TABLE IF NOT EXISTS exported (
+    run_id TEXT, row_id TEXT, exported_at TEXT, PRIMARY KEY (run_id, row_id));
 """
+# Columns added after schema 1, with their type: a workspace made before them gets them on opening.
+_ADDED_COLUMNS = {
+    "pools": (("content_hash", "TEXT"), ("version", "INTEGER"), ("previous", "TEXT")),
+    "calls": (("answer_format", "TEXT"),),
+}
+
+
+@dataclass(frozen=True)
+class PoolSaved:
+    """What saving a pool did: a new pool, a new version of a pool of that name, or nothing (identical)."""
+
+    pool_id: str
+    status: str  # "new", "version" or "identical"
+    name: str
+    version: int
+    n_rows: int
+    previous: str | None = None
+    changed: int = 0
+    added: int = 0
+    removed: int = 0
+
+    @property
+    def message(self) -> str:
+        """One sentence for the load report."""
+        if self.status == "identical":
+            return (f"Identical to the stored pool {self.pool_id} ({self.name!r}, version {self.version}, "
+                    f"{self.n_rows:,} rows): nothing new was saved, and its runs and decisions apply.")
+        if self.status == "version":
+            return (f"Saved as version {self.version} of the pool {self.name!r} ({self.pool_id}). It differs from "
+                    f"version {self.version - 1} ({self.previous}) in {self.changed:,} changed, {self.added:,} "
+                    f"added and {self.removed:,} removed row(s); runs of earlier versions keep their own rows.")
+        return f"Saved as a new pool {self.pool_id} ({self.name!r}, {self.n_rows:,} rows)."
 
 
 def default_workspace() -> Path:
@@ -77,7 +117,7 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise WorkspaceError(
                 f"Cannot open the workspace {self.path}: {exc}. Check the path, or start a new workspace "
@@ -86,6 +126,27 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def _migrate(self) -> None:
+        """Bring a workspace made by an earlier version up to this schema, in one transaction."""
+        with self._transaction() as db:
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns:
+                    if name not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            # Pools saved before identities covered content: hash their stored rows, keep their ids.
+            legacy = db.execute("SELECT pool_id FROM pools WHERE content_hash IS NULL").fetchall()
+            for (pool_id,) in legacy:
+                db.execute("UPDATE pools SET content_hash = ?, version = COALESCE(version, 1) WHERE pool_id = ?",
+                           (pool_digest(self._stored_records(pool_id)), pool_id))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+
+    def _stored_records(self, pool_id: str) -> Iterable[tuple[str, str, str, dict]]:
+        """A stored pool's rows as (id, instruction, input, extras), in order."""
+        rows = self._db.execute("SELECT row_id, instruction, input, extra FROM pool_rows WHERE pool_id = ? "
+                                "ORDER BY position", (pool_id,))
+        return [(r, i, x, json.loads(e)) for r, i, x, e in rows]
 
     def _write(self, sql: str, rows: Iterable[tuple] | tuple = ()) -> None:
         """Run one statement (or many rows of it) in a single IMMEDIATE transaction."""
@@ -110,37 +171,71 @@ class Store:
             return pd.read_sql_query(sql, self._db, params=params)
 
     # -- pools ---------------------------------------------------------------------------------
-    def save_pool(self, pool: Any) -> str:
-        """Store a `data.Pool` (rows and report); returns its pool id. Saving it again changes nothing."""
-        frame = pool.frame
-        pool_id = pool.pool_id
-        if self._query("SELECT 1 FROM pools WHERE pool_id = ?", (pool_id,)):
-            return pool_id
-        extras = [c for c in frame.columns if c not in ("id", "instruction", "input", "text")]
-        rows = [
-            (pool_id, pos, str(r["id"]), str(r["instruction"]), str(r["input"]),
-             json.dumps({c: _plain(r[c]) for c in extras}, ensure_ascii=False))
-            for pos, r in enumerate(frame.to_dict("records"))
-        ]
-        report = json.dumps(_plain(_report_dict(pool.report)), ensure_ascii=False)
+    def save_pool(self, pool: Pool) -> PoolSaved:
+        """Store a pool unless identical content is stored already; the pool takes the id it is stored under.
+
+        Args:
+            pool: a loaded pool.
+
+        Returns:
+            What happened: "identical" (an earlier save of the same content, under its id), "version" (a pool
+            of this name exists with other content: this is its next version) or "new".
+        """
+        digest, records = pool.content_digest, None
+        with self._transaction() as db:  # look up and insert in one transaction: two writers cannot both add it
+            found = db.execute("SELECT pool_id, name, version, n_rows FROM pools WHERE content_hash = ? "
+                               "ORDER BY created_at LIMIT 1", (digest,)).fetchone()
+            if found is None:
+                latest = db.execute("SELECT pool_id, COALESCE(version, 1) FROM pools WHERE name = ? "
+                                    "ORDER BY version DESC, created_at DESC LIMIT 1", (pool.name,)).fetchone()
+                records = list(pool_records(pool.frame))
+                pool_id = self._free_id(db, digest)
+                self._insert_pool(db, pool, pool_id, digest, records, version=latest[1] + 1 if latest else 1,
+                                  previous=latest[0] if latest else None)
+        if found is not None:
+            pool.stored_id = found[0]
+            return PoolSaved(found[0], "identical", found[1], found[2] or 1, found[3])
+        pool.stored_id = pool_id
+        if latest is None:
+            return PoolSaved(pool_id, "new", pool.name, 1, len(records))
+        changed, added, removed = _row_changes(self._stored_records(latest[0]), records)
+        return PoolSaved(pool_id, "version", pool.name, latest[1] + 1, len(records), latest[0],
+                         changed, added, removed)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction, committed when the block ends and rolled back on any exception."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("INSERT INTO pool_rows VALUES (?, ?, ?, ?, ?, ?)", rows)
-                self._db.execute(
-                    "INSERT INTO pools VALUES (?, ?, ?, ?, ?, ?)",
-                    (pool_id, pool.name, str(getattr(pool.report, "source", "")), _now(), len(rows), report),
-                )
+                yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _free_id(db: sqlite3.Connection, digest: str) -> str:
+        """The digest as id, unless a pool saved before identities covered content holds it (then a variant)."""
+        pool_id, k = digest, 2
+        while db.execute("SELECT 1 FROM pools WHERE pool_id = ?", (pool_id,)).fetchone():
+            pool_id, k = hashlib.sha256(f"{digest}:{k}".encode()).hexdigest()[:16], k + 1
         return pool_id
 
-    def load_pool(self, pool_id: str) -> Any:
-        """Rebuild a `data.Pool` from the workspace."""
-        from selectllm_core.data import Pool, PoolReport, format_text  # noqa: F401 - PoolReport for clarity
+    @staticmethod
+    def _insert_pool(db: sqlite3.Connection, pool: Pool, pool_id: str, digest: str,
+                     records: list[tuple[str, str, str, dict]], *, version: int, previous: str | None) -> None:
+        """Write a pool's rows and its record (inside the caller's transaction)."""
+        rows = [(pool_id, pos, rid, ins, inp, json.dumps(extra, ensure_ascii=False))
+                for pos, (rid, ins, inp, extra) in enumerate(records)]
+        report = json.dumps(plain_value(_report_dict(pool.report)), ensure_ascii=False)
+        db.executemany("INSERT INTO pool_rows VALUES (?, ?, ?, ?, ?, ?)", rows)
+        db.execute("INSERT INTO pools VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (pool_id, pool.name, str(getattr(pool.report, "source", "")), _now(), len(rows), report,
+                    digest, version, previous))
 
+    def load_pool(self, pool_id: str) -> Pool:
+        """Rebuild a `data.Pool` from the workspace, under the id it is stored by."""
         meta = self._query("SELECT name, report FROM pools WHERE pool_id = ?", (pool_id,))
         if not meta:
             raise WorkspaceError(f"No pool {pool_id!r} in {self.path}. List pools with `selectllm pools`.")
@@ -156,10 +251,14 @@ class Store:
             records.append(rec)
         frame = pd.DataFrame.from_records(records) if records else pd.DataFrame(
             columns=["id", "instruction", "input", "text"])
-        return Pool(frame=frame, report=_report_from(json.loads(meta[0][1])), name=meta[0][0])
+        pool = Pool(frame=frame, report=_report_from(json.loads(meta[0][1])), name=meta[0][0])
+        pool.stored_id = pool_id
+        return pool
 
     def list_pools(self) -> pd.DataFrame:
-        return self._frame("SELECT pool_id, name, source, n_rows, created_at FROM pools ORDER BY created_at")
+        """Every stored pool (each version of a name is a pool of its own), oldest first."""
+        return self._frame("SELECT pool_id, name, COALESCE(version, 1) AS version, source, n_rows, created_at "
+                           "FROM pools ORDER BY created_at, rowid")
 
     # -- runs ----------------------------------------------------------------------------------
     def create_run(self, run_id: str, *, pool_id: str, method: str, params: dict, prompt: str,
@@ -349,31 +448,21 @@ class Store:
         )
 
 
-def _plain(value: Any) -> Any:
-    """JSON-able copy of a value (numpy scalars, NaN, tuples)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and value != value:
-        return None
-    return value
+def _row_changes(before: Iterable[tuple[str, str, str, dict]],
+                 after: Iterable[tuple[str, str, str, dict]]) -> tuple[int, int, int]:
+    """(changed, added, removed) rows between two versions of a pool, matched by row id."""
+    old = {r[0]: r[1:] for r in before}
+    new = {r[0]: r[1:] for r in after}
+    changed = sum(1 for rid, content in new.items() if rid in old and old[rid] != content)
+    return changed, len(new.keys() - old.keys()), len(old.keys() - new.keys())
 
 
 def _report_dict(report: Any) -> dict:
-    from dataclasses import asdict, is_dataclass
-
     return asdict(report) if is_dataclass(report) else dict(report)
 
 
-def _report_from(data: dict) -> Any:
+def _report_from(data: dict) -> PoolReport:
     """Rebuild a PoolReport from its stored dict (tolerates fields added later)."""
-    from dataclasses import fields
-
-    from selectllm_core.data import ColumnMap, PoolReport
-
     names = {f.name for f in fields(PoolReport)}
     kwargs = {k: v for k, v in data.items() if k in names}
     if isinstance(kwargs.get("columns"), dict):

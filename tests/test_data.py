@@ -58,8 +58,11 @@ def test_ids_and_pool_id_are_stable_across_loads_and_formats() -> None:
     other = load_pool(POOLS / "alpaca.parquet")
     assert first.frame["id"].tolist() == again.frame["id"].tolist() == other.frame["id"].tolist()
     assert first.pool_id == again.pool_id == other.pool_id
-    joined = "\n".join(first.frame["id"]).encode()
-    assert first.pool_id == hashlib.sha256(joined).hexdigest()[:16]
+    # the identity covers content: the spec, written out independently of the code
+    extras = [c for c in first.frame.columns if c not in ("id", "instruction", "input", "text")]
+    lines = [json.dumps([r["id"], r["instruction"], r["input"], {c: r[c] for c in extras}], ensure_ascii=False,
+                        sort_keys=True, separators=(",", ":")) + "\n" for r in first.frame.to_dict("records")]
+    assert first.pool_id == hashlib.sha256("".join(lines).encode()).hexdigest()[:16]
     assert content_id("a", "b") == spec_id("a", "b") != content_id("ab", "")
 
 

@@ -23,6 +23,9 @@ class ChatResult:
     completion_tokens: int
     model: str
     elapsed: float
+    # The output constraint this call actually used: "json_schema", "json_object" or "none"
+    # (None: the backend does not say). Recorded per call, so a degraded run says so.
+    answer_format: str | None = None
 
 
 @runtime_checkable

@@ -1,4 +1,8 @@
-"""An in-process llama.cpp chat backend: offline, deterministic, one call at a time.
+"""The local llama.cpp chat backend: offline, deterministic, one call at a time, in a child process.
+
+The model runs in its own process (`selectllm_core.llm.worker`), so a native crash (an instruction the CPU
+cannot run, an out-of-memory kill) becomes a ModelCrashed error on the page or in the CLI, and the run it
+happened in stays resumable, instead of taking the app or the run down.
 
 The default model is the bundled SmolLM2-135M-Instruct, which is far too small to judge
 instructions; it exists so the studio runs offline and in tests. Point ``model_path`` at a larger
@@ -7,65 +11,55 @@ GGUF file (or use an OpenAI-compatible server) for selections worth annotating.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from selectllm_core.errors import BackendError, BackendUnavailable, CapabilityError
+from selectllm_core.errors import BackendUnavailable
 from selectllm_core.llm.base import BUNDLED_MODEL_FILE, ChatResult, bundled_model_path
+from selectllm_core.llm.worker import ModelProcess
 
-# One loaded model per (file, n_ctx), shared by every backend in the process, each with the lock
-# that serialises calls into it (a llama.cpp context is not thread-safe).
-_MODELS: dict[tuple[str, int], tuple[Any, threading.Lock]] = {}
-_MODELS_LOCK = threading.Lock()
+# One model process per settings, shared by every backend in this process: loading is paid once, and calls
+# into one model are serialised by its process. Tokenising has its own small vocabulary-only process, so
+# the Prompt page's exact counts never wait for a running selection call.
+_PROCESSES: dict[tuple, ModelProcess] = {}
+_PROCESSES_LOCK = threading.Lock()
 
 
-def load_llama(path: Path, *, n_ctx: int, n_threads: int | None = None, seed: int = 0) -> tuple[Any, threading.Lock]:
-    """Load a GGUF model once per process and return it with its call lock.
+def model_process(path: Path, *, n_ctx: int, n_threads: int | None = None, seed: int = 0,
+                  vocab_only: bool = False) -> ModelProcess:
+    """The shared process for a GGUF model and its settings (started on its first request).
 
     Args:
         path: GGUF file.
         n_ctx: Context window in tokens.
-        n_threads: CPU threads (None: llama.cpp's default).
-        seed: Sampling seed; the first load of a (path, n_ctx) pair fixes it.
+        n_threads: CPU threads (None: all cores).
+        seed: Sampling seed.
+        vocab_only: Load only the tokenizer (for counting tokens).
 
     Returns:
-        The ``llama_cpp.Llama`` object and the lock to hold while calling it.
+        The ModelProcess; a crash inside it raises ModelCrashed on the call, and the next call restarts it.
     """
-    key = (str(Path(path).resolve()), n_ctx)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = (_new_llama(Path(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed), threading.Lock())
-        return _MODELS[key]
+    config = {"model_path": str(Path(path).resolve()), "vocab_only": vocab_only}
+    if not vocab_only:
+        config.update(n_ctx=n_ctx, n_threads=n_threads, seed=seed)
+    key = tuple(sorted(config.items()))
+    with _PROCESSES_LOCK:
+        if key not in _PROCESSES:
+            _PROCESSES[key] = ModelProcess(config)
+        return _PROCESSES[key]
 
 
-def _new_llama(path: Path, *, n_ctx: int, n_threads: int | None, seed: int) -> Any:
-    """Construct the Llama object, turning install and file problems into BackendUnavailable."""
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        raise BackendUnavailable(
-            "the local backend needs llama-cpp-python; run `pip install llama-cpp-python`"
-        ) from None
-    if not path.is_file():
-        raise BackendUnavailable(f"model file not found: {path}; pass the path of a GGUF file")
-    try:
-        threads = n_threads or max(1, os.cpu_count() or 1)
-        # flash attention and a large batch make prompt evaluation (most of a selection call) markedly faster
-        return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=1024,
-                     flash_attn=True, seed=seed, verbose=False)
-    except (ValueError, RuntimeError) as exc:
-        raise BackendUnavailable(
-            f"llama.cpp could not load {path.name} ({exc}); check that it is a GGUF model file"
-        ) from None
+def stop_model_processes() -> None:
+    """Stop every model process of this process (they also stop by themselves when it exits)."""
+    with _PROCESSES_LOCK:
+        for proc in _PROCESSES.values():
+            proc.close()
 
 
 class LocalLlamaBackend:
-    """Chat with a GGUF model in this process through llama-cpp-python.
+    """Chat with a GGUF model through llama-cpp-python, run in a child process.
 
     Args:
         model_path: GGUF file (None: the bundled SmolLM2-135M-Instruct).
@@ -95,11 +89,13 @@ class LocalLlamaBackend:
         """The model file, resolving the bundled default on first use."""
         if self.model_path is None:
             self.model_path = bundled_model_path()
+        if not self.model_path.is_file():
+            raise BackendUnavailable(f"model file not found: {self.model_path}; pass the path of a GGUF file")
         return self.model_path
 
-    def _model(self) -> tuple[Any, threading.Lock]:
-        """The shared Llama object and its lock, loading it on first use."""
-        return load_llama(self._path(), n_ctx=self.n_ctx, n_threads=self.n_threads, seed=self.seed)
+    def _process(self) -> ModelProcess:
+        """The shared model process for these settings."""
+        return model_process(self._path(), n_ctx=self.n_ctx, n_threads=self.n_threads, seed=self.seed)
 
     def describe(self) -> dict:
         """Backend settings for run manifests."""
@@ -125,14 +121,12 @@ class LocalLlamaBackend:
         Returns:
             The answer text with exact prompt/completion token counts.
         """
-        llm, lock = self._model()
         kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "seed": self.seed}
         if json_schema is not None:
             # llama-cpp-python's dialect: "json_object" plus "schema" becomes a grammar.
             kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
         start = time.perf_counter()
-        with lock:
-            response = self._call(llm, messages, kwargs)
+        response = self._process().request("chat", messages=messages, kwargs=kwargs)
         usage = response.get("usage") or {}
         return ChatResult(
             text=response["choices"][0]["message"].get("content") or "",
@@ -140,25 +134,17 @@ class LocalLlamaBackend:
             completion_tokens=int(usage.get("completion_tokens") or 0),
             model=self._path().name,
             elapsed=time.perf_counter() - start,
+            answer_format="json_schema" if json_schema is not None else "none",
         )
-
-    def _call(self, llm: Any, messages: list[dict], kwargs: dict[str, Any]) -> dict:
-        """One create_chat_completion call with llama.cpp errors made actionable."""
-        try:
-            return llm.create_chat_completion(messages=messages, **kwargs)
-        except ValueError as exc:
-            if "exceed context window" in str(exc):
-                raise BackendError(
-                    f"the prompt does not fit the local model's context ({exc}); "
-                    f"use smaller subsets or a larger n_ctx than {self.n_ctx}"
-                ) from None
-            raise BackendError(f"the local model failed: {exc}") from None
 
     def count_tokens(self, text: str) -> int:
         """Exact number of tokens the model's tokenizer makes of ``text`` (no BOS)."""
-        llm, _lock = self._model()
-        # Tokenising reads only the vocabulary, so it need not wait for a running chat call.
-        return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return self.count_tokens_many([text])[0]
+
+    def count_tokens_many(self, texts: list[str]) -> list[int]:
+        """Exact token counts of many texts in one request to the tokenizer process."""
+        tokenizer = model_process(self._path(), n_ctx=0, vocab_only=True)
+        return [int(n) for n in tokenizer.request("tokenize", texts=list(texts))]
 
     def top_logprobs(self, messages: list[dict], *, n: int = 20) -> dict[str, float]:
         """Log probabilities of the most likely first answer tokens.
@@ -170,28 +156,4 @@ class LocalLlamaBackend:
         Returns:
             Token text -> natural-log probability, most likely first.
         """
-        llm, lock = self._model()
-        captured: list[np.ndarray] = []
-
-        def capture(_input_ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
-            # The first call sees the raw logits of the first answer token, in vocabulary order.
-            if not captured:
-                captured.append(np.array(logits, dtype=np.float64))
-            return logits
-
-        with lock:
-            self._call(llm, messages, {"max_tokens": 1, "temperature": 0.0, "logits_processor": [capture]})
-            if not captured:
-                raise CapabilityError("llama.cpp returned no next-token scores for this model")
-            return _top_tokens(llm, captured[0], n)
-
-
-def _top_tokens(llm: Any, logits: np.ndarray, n: int) -> dict[str, float]:
-    """The n most likely tokens of a logit vector, as text -> log-softmax value."""
-    logprobs = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
-    best = np.argsort(-logprobs)[:n]
-    out: dict[str, float] = {}
-    for token_id in best:
-        text = llm.detokenize([int(token_id)]).decode("utf-8", errors="replace")
-        out.setdefault(text, float(logprobs[token_id]))
-    return out
+        return dict(self._process().request("top_logprobs", messages=messages, n=n))

@@ -130,7 +130,7 @@ class OpenAICompatibleBackend:
         """
         kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
         start = time.perf_counter()
-        response = self._create_with_format(messages, kwargs, json_schema)
+        response, used = self._create_with_format(messages, kwargs, json_schema)
         if not response.choices:
             raise BackendError(f"the server at {safe_url(self.base_url)} returned no answer choices")
         usage = response.usage
@@ -140,6 +140,7 @@ class OpenAICompatibleBackend:
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             model=response.model or self.model,
             elapsed=time.perf_counter() - start,
+            answer_format=used,
         )
 
     def top_logprobs(self, messages: list[dict], *, n: int = 20) -> dict[str, float]:
@@ -174,18 +175,24 @@ class OpenAICompatibleBackend:
 
     # --- requests ------------------------------------------------------------------------
 
-    def _create_with_format(self, messages: list[dict], kwargs: dict[str, Any], schema: dict | None) -> Any:
-        """Send with the current response_format; in auto mode step down when the server refuses it."""
+    def _create_with_format(self, messages: list[dict], kwargs: dict[str, Any],
+                            schema: dict | None) -> tuple[Any, str]:
+        """Send with the current response_format; in auto mode step down when the server refuses it.
+
+        Returns:
+            The response and the response_format dialect this call actually used ("none" without one).
+        """
         while True:
             step = self._format_step
             fmt = _response_format(_FORMATS[step], schema)
             payload = {**kwargs, **({"response_format": fmt} if fmt else {})}
+            used = _FORMATS[step] if fmt else "none"
             try:
                 if fmt is None or self.json_mode != "auto" or self._format_confirmed:
-                    return self._create(messages, payload)
+                    return self._create(messages, payload), used
                 response = self._probe(messages, payload)
                 self._format_confirmed = True
-                return response
+                return response, used
             except _Refused as exc:
                 if self.json_mode != "auto" or step >= len(_FORMATS) - 1:
                     raise BackendError(str(exc)) from None
