@@ -44,7 +44,8 @@ except SelectLLMError as exc:
 d1, d2 = st.columns([1, 3])
 kind = "zip of batches" if out.name.endswith(".zip") else fmt.upper() if fmt != "labelstudio" else "Label Studio"
 d1.download_button(f"Download {kind} ({len(frame):,} rows)", out.data, file_name=out.name, mime=out.mime,
-                   type="primary", key="export_download", help=f"Saves {out.name}")
+                   type="primary", key="export_download", help=f"Saves {out.name}",
+                   on_click=store.mark_exported, args=(run_id, frame["id"].tolist()))
 d2.download_button("Download the manifest", out.manifest, file_name=out.manifest_name, mime="application/json",
                    key="export_manifest")
 st.caption(f"The same file as `selectllm export {run_id} --out DIR --format {fmt} --which {which}"

@@ -435,6 +435,36 @@ def prompts(name: str | None) -> None:
     click.echo("\nPlaceholders: " + ", ".join(f"{{{k}}}" for k in KNOWN))
 
 
+@main.command()
+@click.option("--model", default=None, help="GGUF file to check (default: the bundled SmolLM2-135M).")
+def doctor(model: str | None) -> None:
+    """Check that the local model answers, run in its own process (the install runs this right away)."""
+    _friendly(_doctor)(model)
+
+
+def _doctor(model: str | None) -> None:
+    import time
+
+    from selectllm_core.llm.local import LocalLlamaBackend, stop_model_processes
+
+    stamp = Path(sys.prefix) / "selectllm-llama-build.json"
+    if stamp.is_file():
+        built = json.loads(stamp.read_text())
+        sets = ", ".join(o.removeprefix("GGML_").lower() for o in built.get("enabled", [])) or "baseline x86-64"
+        click.echo(f"llama-cpp-python {built.get('version')} built for: {sets}")
+    backend = LocalLlamaBackend(model, n_ctx=512)
+    start = time.perf_counter()
+    try:
+        answer = backend.chat([{"role": "user", "content": "Reply with the single word OK."}], max_tokens=8)
+    finally:
+        stop_model_processes()
+    if not answer.completion_tokens:
+        raise click.ClickException("The local model loaded but generated nothing; reinstall with "
+                                   "`bash scripts/install.sh`.")
+    click.echo(f"local model {answer.model}: answered {answer.text.strip()[:40]!r} in "
+               f"{time.perf_counter() - start:.1f} s, in a child process")
+
+
 # `selectllm method NAME POOL` and `selectllm compare RUN RUN...` (they reuse the helpers above).
 from selectllm_core.cli_methods import register as _register_methods  # noqa: E402
 

@@ -327,7 +327,7 @@ def _cli_flags(params: dict, backend: dict) -> list[str]:
 
 
 def export_run(store: Store, run_id: str, out: str | Path, *, fmt: str | None = None, which: str = "selected",
-               batch_size: int | None = None) -> Any:
+               batch_size: int | None = None, record: bool = True) -> Any:
     """Write a run's picks for annotation, with a manifest beside them.
 
     Args:
@@ -337,6 +337,8 @@ def export_run(store: Store, run_id: str, out: str | Path, *, fmt: str | None = 
         fmt: csv (default), jsonl, parquet or labelstudio.
         which: "selected" (not rejected), "accepted" or "all".
         batch_size: rows per file; None writes one file.
+        record: remember the exported picks, so a later retry never drops them from the selection (the
+            Export page prepares its download without recording, and records when it is downloaded).
 
     Returns:
         An export.ExportResult.
@@ -345,5 +347,8 @@ def export_run(store: Store, run_id: str, out: str | Path, *, fmt: str | None = 
 
     frame = selection_frame(store, run_id, which=which)
     kwargs = {"fmt": fmt} if fmt else {}
-    return write_export(frame, out=out, run_id=run_id, manifest=manifest(store, run_id, which=which),
-                        batch_size=batch_size, **kwargs)
+    result = write_export(frame, out=out, run_id=run_id, manifest=manifest(store, run_id, which=which),
+                          batch_size=batch_size, **kwargs)
+    if record:
+        store.mark_exported(run_id, frame["id"])
+    return result

@@ -191,35 +191,49 @@ def record(store, run_id: str, o: SubsetOutcome, counts: dict) -> None:
     counts["called"] += len(o.calls)
 
 
-def trim_picks(results: list[dict], budget: int) -> list[tuple[str, int, str]]:
+def trim_picks(results: list[dict], budget: int,
+               keep: list[tuple[str, int, str]] | None = None) -> list[tuple[str, int, str]]:
     """Exactly `budget` picks (or all there are): every subset's first pick, then every second pick, ...
 
     Args:
         results: stored subset outcomes in subset order.
         budget: rows wanted.
+        keep: picks that must stay selected whatever the order says (decided or exported ones); the
+            round robin fills only the places they leave open.
 
     Returns:
-        (row_id, subset, reason) in selection order.
+        (row_id, subset, reason) in selection order; kept picks no subset names any more come last.
     """
+    keep = keep or []
+    kept = {rid for rid, _s, _r in keep}
+    room = budget - len(kept)
     ok = [r for r in results if r["status"] == "ok"]
     depth = max((len(r["picks"]) for r in ok), default=0)
     out: list[tuple[str, int, str]] = []
+    seen: set[str] = set()
     for rank in range(depth):
         for r in ok:
-            if rank < len(r["picks"]) and len(out) < budget:
-                rid = r["picks"][rank]
-                out.append((rid, r["subset"], r["reasons"].get(rid, "")))
-    return out
+            rid = r["picks"][rank] if rank < len(r["picks"]) else None
+            if rid is None or rid in seen or (rid not in kept and room <= 0):
+                continue
+            out.append((rid, r["subset"], r["reasons"].get(rid, "")))
+            seen.add(rid)
+            room -= rid not in kept
+    return out + [k for k in keep if k[0] not in seen]
 
 
 def finalize(store, run_id: str, budget: int) -> dict:
-    """Store the trimmed selection and return a summary (selected, short by, failed subsets)."""
+    """Store the trimmed selection and return a summary (selected, short by, failed subsets).
+
+    Picks the curator decided, or that were exported, stay selected: a retried subset's first pick fills
+    an open place instead of pushing a decided second pick out (which would orphan its decision).
+    """
     results = store.subset_results(run_id)
-    picks = trim_picks(results, budget)
+    picks = trim_picks(results, budget, keep=store.kept_picks(run_id))
     store.save_selection(run_id, [(rid, rank + 1, None, reason) for rank, (rid, _s, reason) in enumerate(picks)])
     by_status: dict[str, int] = {}
     for r in results:
         by_status[r["status"]] = by_status.get(r["status"], 0) + 1
     short = budget - len(picks)
-    store.set_run_status(run_id, "complete" if short == 0 else "incomplete")
-    return {"selected": len(picks), "budget": budget, "short_by": short, "subsets": by_status}
+    store.set_run_status(run_id, "complete" if short <= 0 else "incomplete")
+    return {"selected": len(picks), "budget": budget, "short_by": max(0, short), "subsets": by_status}

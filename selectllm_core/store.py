@@ -441,6 +441,24 @@ class Store:
                 raise
         return cur.rowcount
 
+    def mark_exported(self, run_id: str, row_ids: Iterable[str]) -> None:
+        """Remember that these picks left the studio in an export: a later re-trim keeps them selected."""
+        now = _now()
+        self._write("INSERT OR IGNORE INTO exported VALUES (?, ?, ?)", [(run_id, str(r), now) for r in row_ids])
+
+    def kept_picks(self, run_id: str) -> list[tuple[str, int, str]]:
+        """Picks of the current selection that a curator decided or that were exported, by rank.
+
+        Returns:
+            (row_id, subset, reason) of each; re-trimming the run (after a retry) never drops them.
+        """
+        return [tuple(r) for r in self._query(
+            "SELECT s.row_id, COALESCE(rr.subset, -1), COALESCE(s.reason, '') FROM selection s "
+            "LEFT JOIN run_rows rr ON rr.run_id = s.run_id AND rr.row_id = s.row_id "
+            "WHERE s.run_id = ? AND (EXISTS (SELECT 1 FROM decisions d WHERE d.run_id = s.run_id AND "
+            "d.row_id = s.row_id AND d.decision != 'pending') OR EXISTS (SELECT 1 FROM exported e WHERE "
+            "e.run_id = s.run_id AND e.row_id = s.row_id)) ORDER BY s.rank", (run_id,))]
+
     def decisions(self, run_id: str) -> pd.DataFrame:
         return self._frame(
             "SELECT row_id AS id, decision, note, updated_at FROM decisions WHERE run_id = ? ORDER BY row_id",

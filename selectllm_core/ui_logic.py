@@ -435,7 +435,7 @@ def export_bytes(store: Any, run_id: str, *, fmt: str = "csv", which: str = "sel
     from selectllm_core.pipeline import export_run
 
     with tempfile.TemporaryDirectory() as tmp:
-        res = export_run(store, run_id, Path(tmp), fmt=fmt, which=which, batch_size=batch_size)
+        res = export_run(store, run_id, Path(tmp), fmt=fmt, which=which, batch_size=batch_size, record=False)
         manifest = res.manifest_path.read_bytes()
         if len(res.files) == 1:
             only = res.files[0]
