@@ -9,6 +9,7 @@ import streamlit as st
 
 from app_pages import _shared as shared
 from selectllm_core import jobs, ui_logic
+from selectllm_core.pipeline import degradations
 from selectllm_core.store import default_workspace
 
 
@@ -70,6 +71,8 @@ def run_panel(run_id: str) -> None:
             usage = shared.store().usage(run_id)
             st.caption(f"Run {run_id}: {usage['calls']} LLM calls, {usage['prompt_tokens']:,} prompt and "
                        f"{usage['completion_tokens']:,} answer tokens.")
+            for line in degradations(shared.store(), run_id):
+                st.warning(ui_logic.md_escape(line), icon=":material/warning:")
             if not running and prog.status in ("running", "interrupted"):
                 st.warning("This run stopped before it finished. Start it again with the same settings to "
                            "resume: finished subsets are kept.")

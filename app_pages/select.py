@@ -26,6 +26,8 @@ else:
                                   key="select_base_url", help="vLLM, Ollama or llama.cpp: http://HOST:PORT/v1")
     b["model"] = c2.text_input("Model", b["model"], placeholder="gpt-4o-mini", key="select_model")
     typed = c3.text_input("API key", type="password", key="select_api_key",
+                          # a callback runs before the script, so the sidebar already sees a new key
+                          on_change=lambda: ss.update(api_key=ss.select_api_key or ss.api_key),
                           help="Held in this browser session's memory only; never saved or exported. "
                                "Leave empty for servers without keys, or set openai_api_key in st.secrets.")
     ss.api_key = typed or ss.api_key
@@ -39,7 +41,7 @@ shared.plan_controls("select", order=True)
 try:
     build, budget = shared.build_map(), shared.budget_plan()
     config, backend = shared.run_config(), shared.chat_backend()
-    target = jobs.run_id_for(ss.pool_id, config, backend)
+    target = jobs.run_id_for(shared.pool(ss.pool_id), config, backend)
 except SelectLLMError as exc:
     shared.stop_on_error(exc)
 st.caption(budget.describe() + f". Prompt: {ss.prompt['preset']} (edit it on the Prompt page).")

@@ -119,7 +119,7 @@ def main(python: str) -> int:
     version = llama_version()
     args, enabled = cmake_args()
     key = build_key(version, args)
-    stamp = Path(python).resolve().parent.parent / STAMP
+    stamp = Path(python).absolute().parent.parent / STAMP  # the venv (resolving would follow its symlink out)
     sets = " ".join(o.removeprefix("GGML_").lower() for o in enabled) or "none beyond x86-64"
     # 2. nothing changed: nothing to do
     if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:

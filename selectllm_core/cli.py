@@ -63,16 +63,21 @@ def backend_options(func: Callable) -> Callable:
         click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
                      help="Environment variable that holds the API key (the key itself is never stored)."),
         click.option("--concurrency", type=int, default=None, help="Calls in flight (openai backend)."),
+        click.option("--context-window", type=int, default=None,
+                     help="The model's context window in tokens; subsets are capped so each prompt fits "
+                          "(default: the local model's n_ctx, else the published window of known models, else "
+                          "8192)."),
     ]):
         func = opt(func)
     return func
 
 
 def _backend(backend: str, model: str | None, base_url: str | None, api_key_env: str,
-             concurrency: int | None) -> Any:
+             concurrency: int | None, context_window: int | None = None) -> Any:
     from selectllm_core.llm import make_backend
 
-    return make_backend(backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency)
+    return make_backend(backend, model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
+                        context_window=context_window)
 
 
 def _pool(store: Any, source: str, columns: dict | None = None) -> Any:
@@ -214,23 +219,33 @@ def _with(options: list) -> Callable:
 @main.command()
 @click.argument("pool")
 @_with(budget_options)
+@click.option("--max-input-chars", type=int, default=None, help="Cut long inputs in the prompt to this many "
+              "characters, as `run` would (more candidates then fit the context).")
+@backend_options
 @workspace_option
 @column_options
 def plan(pool: str, budget: int, subset_size: int | None, picks_per_subset: int | None, split: str, seed: int,
-         workspace: str | None, columns: dict) -> None:
+         workspace: str | None, columns: dict, max_input_chars: int | None, **b: Any) -> None:
     """Show how a budget is spread over subsets, and the cluster sizes (no LLM calls)."""
-    _friendly(_plan)(pool, budget, subset_size, picks_per_subset, split, seed, workspace, columns)
+    _friendly(_plan)(pool, budget, subset_size, picks_per_subset, split, seed, workspace, columns,
+                     max_input_chars, b)
 
 
 def _plan(pool: str, budget: int, subset_size: int | None, picks_per_subset: int | None, split: str, seed: int,
-          workspace: str | None, columns: dict) -> None:
+          workspace: str | None, columns: dict, max_input_chars: int | None, b: dict) -> None:
     import numpy as np
 
+    from selectllm_core.pipeline import RunConfig
     from selectllm_core.pipeline import embed as embed_pool
-    from selectllm_core.subsets import make_subsets, plan_budget
+    from selectllm_core.pipeline import plan as plan_run
+    from selectllm_core.subsets import make_subsets
 
     p = _pool(_store(workspace), pool, columns)
-    b = plan_budget(len(p.frame), budget, subset_size=subset_size, picks_per_subset=picks_per_subset)
+    backend = _backend(b["backend"], b["model"], b["base_url"], b["api_key_env"], b["concurrency"],
+                       b["context_window"])
+    config = RunConfig(budget=budget, subset_size=subset_size, picks_per_subset=picks_per_subset, split=split,
+                       seed=seed, max_input_chars=max_input_chars)
+    b = plan_run(p, config, backend=backend)
     click.echo(b.describe())
     vectors = embed_pool(p, progress=_Bars()).vectors
     sp = make_subsets(vectors, b, strategy=split, random_state=seed)
@@ -281,7 +296,8 @@ def _run(pool: str, workspace: str | None, columns: dict, o: dict) -> None:
                        split=o["split"], seed=o["seed"], shuffle=not o["no_shuffle"], prompt=o["prompt"],
                        domain=o["domain"], max_tokens=o["max_tokens"], max_input_chars=o["max_input_chars"], sample=o["sample"],
                        embed_model=o["embed_model"])
-    backend = _backend(o["backend"], o["model"], o["base_url"], o["api_key_env"], o["concurrency"])
+    backend = _backend(o["backend"], o["model"], o["base_url"], o["api_key_env"], o["concurrency"],
+                       o["context_window"])
     if o["backend"] == "local" and not o["as_json"]:
         click.echo("Note: the bundled SmolLM2-135M model runs offline but cannot judge instruction quality; "
                    "use --backend openai with a capable model for real selections.", err=True)
@@ -326,7 +342,8 @@ def retry(run_id: str, subsets: tuple[int, ...], workspace: str | None, **b: Any
 def _retry(run_id: str, subsets: tuple[int, ...], workspace: str | None, b: dict) -> None:
     from selectllm_core.pipeline import retry_failed
 
-    backend = _backend(b["backend"], b["model"], b["base_url"], b["api_key_env"], b["concurrency"])
+    backend = _backend(b["backend"], b["model"], b["base_url"], b["api_key_env"], b["concurrency"],
+                       b["context_window"])
     out = retry_failed(_store(workspace), run_id, backend=backend, subsets=list(subsets) or None, progress=_Bars())
     click.echo(json.dumps(out, indent=2))
 
@@ -345,11 +362,15 @@ def _status(run_id: str, failed: bool, workspace: str | None) -> None:
     run = store.get_run(run_id)
     click.echo(f"run {run_id} [{run['status']}] method {run['method']} backend {run['backend']}")
     click.echo(f"  usage: {store.usage(run_id)}")
+    from selectllm_core.pipeline import degradations
+
+    for line in degradations(store, run_id):
+        click.echo(f"  degraded: {line}")
     for r in store.subset_results(run_id):
         if failed and r["status"] == "ok":
             continue
         click.echo(f"  subset {r['subset']}: {r['status']} picks={r['picks']}" +
-                   (f" error={r['error']!r}" if r["error"] else ""))
+                   (f" error={r['error']!r}" if r["error"] else "") + (f" note={r['note']!r}" if r["note"] else ""))
         if r["status"] != "ok":
             for i, raw in enumerate(r["raw"], start=1):
                 click.echo(f"    answer {i}: {raw[:300]!r}")

@@ -43,13 +43,11 @@ class Job:
         return self.thread is not None and self.thread.is_alive()
 
 
-def run_id_for(pool_id: str, config: Any, backend: Any) -> str:
+def run_id_for(pool: Any, config: Any, backend: Any) -> str:
     """The id `pipeline.run` will give this run (it is a content id of pool, config, prompt and backend)."""
-    from selectllm_core.pipeline import run_id_for as content_id
-    from selectllm_core.prompts import load_template
+    from selectllm_core.pipeline import run_id_of
 
-    template, _ = load_template(config.prompt)
-    return content_id(pool_id, config, template, backend.describe())
+    return run_id_of(pool, config, backend)
 
 
 def start_run(*, workspace: Path | str, pool_id: str, config: Any, backend: Any, embedder: Any = None,
@@ -67,7 +65,9 @@ def start_run(*, workspace: Path | str, pool_id: str, config: Any, backend: Any,
     Returns:
         The Job (the running one when this run was already started).
     """
-    run_id = run_id_for(pool_id, config, backend)
+    from selectllm_core.store import Store
+
+    run_id = run_id_for(Store(workspace).load_pool(pool_id), config, backend)
 
     def work(job: Job) -> None:
         from selectllm_core.embed import EmbeddingCache

@@ -22,6 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from selectllm_core.context import subset_cap
+from selectllm_core.data import Pool
 from selectllm_core.embed import EmbeddingCache, EmbedResult, embed_texts
 from selectllm_core.embed_fast import embedder_for
 from selectllm_core.errors import ExportError
@@ -130,10 +132,34 @@ def sample_pool(pool: Any, size: int, *, seed: int = 0) -> Any:
     return replace(pool, frame=frame, name=f"{pool.name} (sample of {size}, seed {seed})")
 
 
-def run_id_for(pool_id: str, config: RunConfig, template: str, backend_desc: dict) -> str:
-    """Content id of a run: the same inputs give the same id, so a repeat resumes it."""
+def plan(pool: Pool, config: RunConfig, *, backend: Any) -> Budget:
+    """The budget plan of a run, its subset size capped so every prompt fits the backend's context window.
+
+    The CLI's `plan`, the app's pages and `run` all plan through here, so they show the same numbers.
+    """
+    template, _fmt = load_template(config.prompt)
+    cap = subset_cap(pool.frame, backend, template=template, max_tokens=config.max_tokens,
+                     max_input_chars=config.max_input_chars, seed=config.seed)
+    return plan_budget(len(pool.frame), config.budget, subset_size=config.subset_size,
+                       picks_per_subset=config.picks_per_subset, max_subset_size=cap.size, cap_reason=cap.reason())
+
+
+def run_id_of(pool: Pool, config: RunConfig, backend: Any, *, budget: Budget | None = None) -> str:
+    """The id `run` gives this run of this pool (the app shows and resumes runs by it)."""
+    budget = budget or plan(pool, config, backend=backend)
+    template, _fmt = load_template(config.prompt)
+    return run_id_for(pool.pool_id, config, template, backend.describe(),
+                      budget.subset_size if budget.cap_note else None)
+
+
+def run_id_for(pool_id: str, config: RunConfig, template: str, backend_desc: dict, cap: int | None = None) -> str:
+    """Content id of a run: the same inputs give the same id, so a repeat resumes it.
+
+    A subset size capped by the context is part of it (only then, so runs made before caps keep their ids).
+    """
+    extra = {"subset_cap": cap} if cap else {}
     key = json.dumps({"pool": pool_id, "method": METHOD, "config": asdict(config), "template": template,
-                      "backend": backend_identity(backend_desc)}, sort_keys=True)
+                      "backend": backend_identity(backend_desc), **extra}, sort_keys=True)
     return "run-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -185,9 +211,8 @@ def run(
     if config.sample:
         pool = sample_pool(pool, config.sample, seed=config.seed)
     saved = store.save_pool(pool)
-    budget = plan_budget(len(pool.frame), config.budget, subset_size=config.subset_size,
-                         picks_per_subset=config.picks_per_subset)
-    run_id = run_id_for(pool.pool_id, config, template, backend.describe())
+    budget = plan(pool, config, backend=backend)
+    run_id = run_id_of(pool, config, backend, budget=budget)
     # 2. embeddings (cached by text)
     t0 = time.perf_counter()
     emb = embed(pool, embed_model=config.embed_model, embedder=embedder, cache=cache, progress=progress,
@@ -201,10 +226,10 @@ def run(
                         backend=backend.describe()) or store.plan(run_id).empty:
         if progress:
             progress("cluster", 0, 1)
-        plan = make_subsets(emb.vectors, budget, strategy=config.split, random_state=config.seed)
+        split = make_subsets(emb.vectors, budget, strategy=config.split, random_state=config.seed)
         ids = pool.frame["id"].tolist()
-        subset_of = plan.subset_of()
-        store.save_plan(run_id, [(ids[p], p, int(plan.cluster_of[p]), int(subset_of[p])) for p in range(len(ids))])
+        subset_of = split.subset_of()
+        store.save_plan(run_id, [(ids[p], p, int(split.cluster_of[p]), int(subset_of[p])) for p in range(len(ids))])
         if progress:
             progress("cluster", 1, 1)
     stats["cluster_seconds"] = time.perf_counter() - t0
@@ -295,8 +320,30 @@ def manifest(store: Store, run_id: str, *, which: str = "selected") -> dict:
         "run_id": run_id, "method": run["method"], "status": run["status"], "created_at": run["created_at"],
         "pool": pool[0] if pool else {"pool_id": run["pool_id"]}, "params": run["params"],
         "prompt_template": run["prompt"], "backend": run["backend"], "usage": store.usage(run_id),
+        "degraded": degradations(store, run_id),
         "exported": which, "versions": versions, "repeat": _repeat_command(run),
     }
+
+
+def degradations(store: Store, run_id: str) -> list[str]:
+    """What in a run went otherwise than asked, in words: never silent (the page, `status` and manifests say it).
+
+    Returns:
+        One sentence per degradation: answers without the JSON constraint, subsets given fewer picks.
+    """
+    run, usage = store.get_run(run_id), store.usage(run_id)
+    out = []
+    formats = usage.get("answer_formats", {})
+    unconstrained = formats.get("none", 0)
+    if unconstrained and run["backend"].get("json_mode", "auto") != "off" and run["method"] == METHOD:
+        out.append(f"{unconstrained} of {sum(formats.values())} answered calls were sent without a JSON constraint: "
+                   "the server refused response_format, so the studio fell back to plain text and parsed the "
+                   "answers (invalid ones are failed subsets, never guessed picks).")
+    notes = [r for r in store.subset_results(run_id) if r.get("note")]
+    if notes:
+        out.append(f"{len(notes)} subset(s) got fewer picks than planned, e.g. subset {notes[0]['subset']}: "
+                   f"{notes[0]['note']}.")
+    return out
 
 
 def _repeat_command(run: dict) -> str:

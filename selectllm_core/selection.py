@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from selectllm_core.errors import BackendError
+from selectllm_core.errors import BackendError, PromptTooLong
 from selectllm_core.parsing import parse_answer, repair_message
 from selectllm_core.prompts import answer_schema, render
 
@@ -45,6 +45,7 @@ class SubsetOutcome:
     raw: list[str] = field(default_factory=list)
     calls: list[dict] = field(default_factory=list)
     error: str | None = None
+    note: str | None = None  # what differs from the plan, said plainly (fewer picks than planned)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ def select_subset(
     """
     shown = presentation_order(members, subset=subset, seed=seed, shuffle=shuffle)
     out = SubsetOutcome(subset=subset, status="failed", members=[c.row_id for c in shown])
+    if k > len(shown) - 1 >= 1:
+        out.note = (f"{k} picks were planned, but this subset holds only {len(shown)} rows: asked for "
+                    f"{len(shown) - 1}, so the model still passes one over")
     k = min(k, len(shown) - 1)
     if k < 1:
         out.status, out.error = "skipped", f"only {len(shown)} row(s) left in this subset: nothing to choose"
@@ -103,13 +107,19 @@ def select_subset(
     for _attempt in range(2):
         try:
             result = backend.chat(messages, json_schema=schema, max_tokens=prompt.max_tokens, temperature=0.0)
+        except PromptTooLong as exc:
+            # Not a connection problem and not worth resuming as is: the subset fails with what to change.
+            out.calls.append({"ok": False, "prompt_tokens": 0, "completion_tokens": 0, "elapsed": 0.0})
+            out.status, out.error = "failed", f"The prompt is too long for the model: {exc}"
+            return out
         except BackendError as exc:
             out.calls.append({"ok": False, "prompt_tokens": 0, "completion_tokens": 0, "elapsed": 0.0})
             out.status, out.error = "error", str(exc)
             return out
         out.raw.append(result.text)
         out.calls.append({"ok": True, "prompt_tokens": result.prompt_tokens,
-                          "completion_tokens": result.completion_tokens, "elapsed": result.elapsed})
+                          "completion_tokens": result.completion_tokens, "elapsed": result.elapsed,
+                          "answer_format": getattr(result, "answer_format", None)})
         parsed = parse_answer(result.text, n=len(shown), k=k)
         if parsed.ok:
             out.status, out.error = "ok", None
@@ -186,7 +196,7 @@ def execute(
 def record(store, run_id: str, o: SubsetOutcome, counts: dict) -> None:
     """Store one subset's outcome and add it to the run's counts (every engine records through this)."""
     store.save_subset_result(run_id, o.subset, status=o.status, members=o.members, picks=o.picks,
-                             reasons=o.reasons, raw=o.raw, calls=o.calls, error=o.error)
+                             reasons=o.reasons, raw=o.raw, calls=o.calls, error=o.error, note=o.note)
     counts[o.status] += 1
     counts["called"] += len(o.calls)
 

@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS run_rows (
 CREATE TABLE IF NOT EXISTS subset_results (
     run_id TEXT, subset INTEGER, status TEXT, members TEXT, picks TEXT, reasons TEXT, raw TEXT,
     attempts INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER, error TEXT, updated_at TEXT,
-    PRIMARY KEY (run_id, subset));
+    note TEXT, PRIMARY KEY (run_id, subset));
 CREATE TABLE IF NOT EXISTS calls (
     call_id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, subset INTEGER, attempt INTEGER,
     prompt_tokens INTEGER, completion_tokens INTEGER, elapsed REAL, ok INTEGER, created_at TEXT,
@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS exported (
 _ADDED_COLUMNS = {
     "pools": (("content_hash", "TEXT"), ("version", "INTEGER"), ("previous", "TEXT")),
     "calls": (("answer_format", "TEXT"),),
+    "subset_results": (("note", "TEXT"),),
 }
 
 
@@ -118,7 +119,7 @@ class Store:
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(_SCHEMA)
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError) as exc:  # OSError: its folder cannot be made (a file, no access)
             raise WorkspaceError(
                 f"Cannot open the workspace {self.path}: {exc}. Check the path, or start a new workspace "
                 "with --workspace NEW_FILE (the old file is left untouched)."
@@ -307,7 +308,7 @@ class Store:
     # -- subset results ------------------------------------------------------------------------
     def save_subset_result(self, run_id: str, subset: int, *, status: str, members: list[str],
                            picks: list[str], reasons: dict[str, str], raw: list[str], calls: list[dict],
-                           error: str | None) -> None:
+                           error: str | None, note: str | None = None) -> None:
         """Store one subset's outcome and its calls in one transaction (resume skips it afterwards).
 
         Attempt numbers in the calls log keep counting across rounds (resume, retry) for a subset.
@@ -321,16 +322,19 @@ class Store:
                     "SELECT COALESCE(MAX(attempt), 0) FROM calls WHERE run_id = ? AND subset = ?", (run_id, subset)
                 ).fetchone()
                 self._db.execute(
-                    "INSERT OR REPLACE INTO subset_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO subset_results (run_id, subset, status, members, picks, reasons, raw, "
+                    "attempts, prompt_tokens, completion_tokens, error, updated_at, note) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (run_id, subset, status, json.dumps(members), json.dumps(picks),
                      json.dumps(reasons, ensure_ascii=False), json.dumps(raw, ensure_ascii=False),
-                     len(calls), p_tok, c_tok, error, _now()),
+                     len(calls), p_tok, c_tok, error, _now(), note),
                 )
                 self._db.executemany(
                     "INSERT INTO calls (run_id, subset, attempt, prompt_tokens, completion_tokens, elapsed, ok,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " created_at, answer_format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(run_id, subset, before + i + 1, c.get("prompt_tokens", 0), c.get("completion_tokens", 0),
-                      c.get("elapsed", 0.0), int(c.get("ok", True)), _now()) for i, c in enumerate(calls)],
+                      c.get("elapsed", 0.0), int(c.get("ok", True)), _now(), c.get("answer_format"))
+                     for i, c in enumerate(calls)],
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -339,9 +343,10 @@ class Store:
 
     def subset_results(self, run_id: str) -> list[dict]:
         """Every stored subset outcome of a run, in subset order, JSON fields decoded."""
-        rows = self._query("SELECT * FROM subset_results WHERE run_id = ? ORDER BY subset", (run_id,))
         cols = ["run_id", "subset", "status", "members", "picks", "reasons", "raw", "attempts",
-                "prompt_tokens", "completion_tokens", "error", "updated_at"]
+                "prompt_tokens", "completion_tokens", "error", "updated_at", "note"]
+        rows = self._query(f"SELECT {', '.join(cols)} FROM subset_results WHERE run_id = ? ORDER BY subset",
+                           (run_id,))
         out = []
         for row in rows:
             rec = dict(zip(cols, row))
@@ -378,7 +383,10 @@ class Store:
         row = self._query(
             "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) "
             "FROM calls WHERE run_id = ?", (run_id,))[0]
-        return {"calls": row[0], "prompt_tokens": row[1], "completion_tokens": row[2]}
+        formats = dict(self._query(
+            "SELECT COALESCE(answer_format, 'unrecorded'), COUNT(*) FROM calls WHERE run_id = ? AND ok = 1 "
+            "GROUP BY 1 ORDER BY 1", (run_id,)))
+        return {"calls": row[0], "prompt_tokens": row[1], "completion_tokens": row[2], "answer_formats": formats}
 
     # -- selection and decisions -----------------------------------------------------------------
     def save_selection(self, run_id: str, rows: Iterable[tuple[str, int, float | None, str]]) -> None:

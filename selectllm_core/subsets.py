@@ -39,6 +39,7 @@ class Budget:
     subset_size: int
     n_subsets: int
     picks_per_subset: int
+    cap_note: str = ""  # why the subset size is smaller than the paper's arithmetic gives, when it is
 
     @property
     def padded(self) -> int:
@@ -47,11 +48,12 @@ class Budget:
 
     def describe(self) -> str:
         """One line a curator can check."""
-        return (
+        line = (
             f"{self.pool_size} rows -> {self.n_subsets} subsets of {self.subset_size} "
             f"(padding {self.padded}), {self.picks_per_subset} pick(s) each -> "
             f"{self.n_subsets * self.picks_per_subset} picks, trimmed to the budget of {self.budget}"
         )
+        return f"{line}; capped: {self.cap_note}" if self.cap_note else line
 
 
 def plan_budget(
@@ -61,6 +63,8 @@ def plan_budget(
     subset_size: int | None = None,
     picks_per_subset: int | None = None,
     max_queries: int = PAPER_QUERIES,
+    max_subset_size: int | None = None,
+    cap_reason: str = "",
 ) -> Budget:
     """Work out subset size, number of subsets and picks per subset for a budget.
 
@@ -70,6 +74,10 @@ def plan_budget(
         subset_size: candidates per query (S); derived when None.
         picks_per_subset: picks per query (k); derived when None.
         max_queries: the paper's number of queries when neither S nor k is given.
+        max_subset_size: the most candidates one prompt holds (the backend's context); a derived S above it
+            is lowered to it (more, smaller subsets, every row still shown once), an explicit S above it is
+            an error.
+        cap_reason: why that is the most (said in the plan).
 
     Returns:
         A Budget whose n_subsets * picks_per_subset >= budget.
@@ -85,6 +93,10 @@ def plan_budget(
     for name, value in (("subset size", subset_size), ("picks per subset", picks_per_subset)):
         if value is not None and value < 1:
             raise ConfigError(f"The {name} must be at least 1 (got {value}).")
+    if subset_size and max_subset_size and subset_size > max_subset_size:
+        raise ConfigError(f"--subset-size {subset_size} is too large: {cap_reason or 'the prompt would not fit'}. "
+                          f"Use --subset-size {max_subset_size} or less, shorten inputs with --max-input-chars, "
+                          "or use a model with a larger context.")
     if subset_size and picks_per_subset:
         q, s, k = math.ceil(n / subset_size), subset_size, picks_per_subset
         if q * k < m:
@@ -104,12 +116,18 @@ def plan_budget(
         q = min(max_queries, m)
         k = math.ceil(m / q)
         s = math.ceil(n / q)
+    note = ""
+    if not subset_size and max_subset_size and s > max_subset_size:
+        note = f"{cap_reason or 'the context holds no more'} (the paper's arithmetic gives {s})"
+        s = max(2, max_subset_size)
+        q = math.ceil(n / s)
+        k = picks_per_subset or math.ceil(m / q)
     if s < 2 or k >= s - math.ceil((s * q - n) / q):
         raise ConfigError(
             f"Each subset would hold {s} rows and need {k} pick(s): the model would have nothing to choose. "
             "Lower the budget, raise --subset-size, or lower --picks-per-subset."
         )
-    return Budget(pool_size=n, budget=m, subset_size=s, n_subsets=q, picks_per_subset=k)
+    return Budget(pool_size=n, budget=m, subset_size=s, n_subsets=q, picks_per_subset=k, cap_note=note)
 
 
 @dataclass

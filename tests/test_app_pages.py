@@ -278,7 +278,7 @@ def test_export_page_serves_what_the_cli_writes(seeded: dict, tmp_path: Path) ->
 
 @pytest.mark.parametrize(
     "fixture",
-    ["empty.csv", "excel_renamed.csv", "truncated.jsonl.gz", "cp1252.csv",
+    ["empty.csv", "excel_renamed.csv", "truncated.jsonl.gz", "binary_garbage.csv",
      "unterminated_quote.csv", "duplicate_ids.csv", "header_only.csv"],
 )
 def test_a_bad_upload_gets_a_message_not_a_traceback_and_loses_nothing(seeded: dict, fixture: str) -> None:

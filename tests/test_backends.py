@@ -6,7 +6,9 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from fake_openai_server import FakeOpenAIServer
 
@@ -14,6 +16,8 @@ from selectllm_core.errors import BackendError, BackendUnavailable, CapabilityEr
 from selectllm_core.llm import LocalLlamaBackend, OpenAICompatibleBackend, make_backend, top_logprobs_of
 from selectllm_core.llm.openai_compat import safe_url
 from selectllm_core.parsing import parse_answer
+
+REPO = Path(__file__).resolve().parent.parent
 
 CANARY = "sk-canary-7f3a9c1e5b2d4f60"
 MESSAGES = [{"role": "user", "content": "Pick one of [1] .. [3]."}]
@@ -134,20 +138,44 @@ def test_auto_json_mode_steps_down_and_remembers(fake: FakeOpenAIServer, status:
     # llama-cpp-python's server refuses "json_schema" with HTTP 500; that must not be retried.
     fake.reject_formats, fake.reject_status = {"json_schema"}, status
     backend = backend_for(fake)
-    assert backend.chat(MESSAGES, json_schema=SCHEMA).text
-    assert backend.chat(MESSAGES, json_schema=SCHEMA).text
+    first, second = backend.chat(MESSAGES, json_schema=SCHEMA), backend.chat(MESSAGES, json_schema=SCHEMA)
+    assert first.text and second.text
     sent = [(r["body"].get("response_format") or {}).get("type") for r in fake.requests]
     assert sent == ["json_schema", "json_object", "json_object"]
     assert fake.requests[1]["body"]["response_format"]["schema"] == SCHEMA
-    assert backend.describe()["response_format"] == "json_object"
+    assert first.answer_format == second.answer_format == "json_object"  # each call says what it used
 
 
 def test_auto_json_mode_falls_back_to_plain_prompt(fake: FakeOpenAIServer) -> None:
     fake.reject_formats = {"json_schema", "json_object"}
     backend = backend_for(fake)
-    assert backend.chat(MESSAGES, json_schema=SCHEMA).text
+    result = backend.chat(MESSAGES, json_schema=SCHEMA)
+    assert result.text
     assert "response_format" not in fake.requests[-1]["body"]
     assert len(fake.requests) == 3
+    assert result.answer_format == "none"
+
+
+def test_a_run_records_per_call_that_the_server_refused_json_mode(fake: FakeOpenAIServer, tmp_path) -> None:
+    from conftest import FakeEmbedder
+
+    from selectllm_core.data import load_pool
+    from selectllm_core.embed import EmbeddingCache
+    from selectllm_core.pipeline import RunConfig, degradations, export_run, manifest, run
+    from selectllm_core.store import Store
+
+    fake.reject_formats = {"json_schema", "json_object"}
+    pool = load_pool(pd.read_json(REPO / "demo" / "dolly_demo.jsonl", lines=True).head(30), name="dolly 30")
+    store = Store(tmp_path / "ws.sqlite")
+    result = run(pool, RunConfig(budget=3, subset_size=10), store=store, backend=backend_for(fake),
+                 embedder=FakeEmbedder(), cache=EmbeddingCache())
+    usage = store.usage(result.run_id)
+    assert usage["answer_formats"].get("none", 0) >= 1 and "json_schema" not in usage["answer_formats"]
+    said = degradations(store, result.run_id)
+    assert said and "without a JSON constraint" in said[0]
+    assert manifest(store, result.run_id)["degraded"] == said
+    assert "response_format" not in store.get_run(result.run_id)["backend"]  # no claim made before any call
+    export_run(store, result.run_id, tmp_path / "out.csv")
 
 
 def test_schema_json_mode_does_not_fall_back(fake: FakeOpenAIServer) -> None:

@@ -149,7 +149,7 @@ def test_server_constrained_selection(server_url: str) -> None:
     assert result.prompt_tokens > 100 and result.completion_tokens > 0
     assert result.model == "smollm2"
     # llama-cpp-python refuses {"type": "json_schema"}; auto mode settles on its own dialect.
-    assert backend.describe()["response_format"] == "json_object"
+    assert result.answer_format == "json_object"
 
 
 @pytest.mark.server

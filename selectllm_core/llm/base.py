@@ -112,6 +112,7 @@ def make_backend(
     api_key: str | None = None,
     concurrency: int | None = None,
     timeout: float = 120.0,
+    context_window: int | None = None,
 ) -> ChatBackend:
     """Build a chat backend from plain settings (CLI flags, app sidebar, run manifests).
 
@@ -123,6 +124,7 @@ def make_backend(
         api_key: The key itself, overriding the environment ("openai" only).
         concurrency: Calls in flight (None: 1 for local, 8 for openai).
         timeout: Seconds to wait for one answer ("openai" only).
+        context_window: The model's context in tokens (subsets are capped to fit); for "local" it is n_ctx.
 
     Returns:
         A ChatBackend; nothing is loaded or contacted until the first call.
@@ -132,13 +134,13 @@ def make_backend(
 
         if concurrency not in (None, 1):
             raise ConfigError("the local backend runs one call at a time; leave concurrency at 1")
-        return LocalLlamaBackend(model_path=model)
+        return LocalLlamaBackend(model_path=model, **({"n_ctx": context_window} if context_window else {}))
     if kind == "openai":
         from selectllm_core.llm.openai_compat import OpenAICompatibleBackend
 
         if not model:
             raise ConfigError("an OpenAI-compatible backend needs a model name, e.g. gpt-4o-mini")
-        return OpenAICompatibleBackend(
+        backend = OpenAICompatibleBackend(
             base_url=base_url,
             model=model,
             api_key=api_key,
@@ -146,4 +148,6 @@ def make_backend(
             timeout=timeout,
             concurrency=concurrency or 8,
         )
+        backend.context_window = context_window
+        return backend
     raise ConfigError(f"unknown backend kind {kind!r}; choose one of: {', '.join(BACKEND_KINDS)}")

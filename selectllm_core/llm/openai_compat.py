@@ -57,6 +57,7 @@ class OpenAICompatibleBackend:
     """
 
     name = "openai"
+    context_window: int | None = None  # tokens; None: the published window of the model, see context.py
 
     def __init__(
         self,
@@ -100,8 +101,7 @@ class OpenAICompatibleBackend:
             "base_url": safe_url(self.base_url),
             "model": self.model,
             "auth_env_var": self.api_key_env,  # the variable's name only; "key" would be redacted from manifests
-            "json_mode": self.json_mode,
-            "response_format": _FORMATS[self._format_step] if self.json_mode != "off" else "none",
+            "json_mode": self.json_mode,  # what was asked; each call records the format it actually used
             "concurrency": self.concurrency,
         }
 
