@@ -10,7 +10,6 @@ import streamlit as st
 from app_pages import _shared as shared
 from selectllm_core import jobs, ui_logic
 from selectllm_core.pipeline import degradations
-from selectllm_core.store import default_workspace
 
 
 def preview_subsets(build: shared.MapBuild, budget: Any, backend: Any, n: int) -> list[dict]:
@@ -52,7 +51,7 @@ def show_subset(result: dict, frame_by_id: Any, *, retry: bool, run_id: str | No
         st.caption(f"Raw answer {i} (shown as text)")
         st.code(raw or "(empty)", language=None, wrap_lines=True)
     if retry and run_id and st.button("Retry this subset", key=f"select_retry_{subset}"):
-        jobs.start_retry(workspace=default_workspace(), run_id=run_id, backend=shared.chat_backend(),
+        jobs.start_retry(workspace=shared.workspace(), run_id=run_id, backend=shared.chat_backend(),
                          subsets=[subset])
         st.rerun()
 

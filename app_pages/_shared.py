@@ -18,11 +18,11 @@ import streamlit as st
 
 from selectllm_core import ui_logic
 from selectllm_core.embed import EmbeddingCache, SentenceTransformerEmbedder, default_cache_dir, embed_texts
-from selectllm_core.errors import SelectLLMError
+from selectllm_core.errors import ConfigError, SelectLLMError, WorkspaceError
 from selectllm_core.pipeline import RunConfig
 from selectllm_core.prompts import PRESETS, load_template
 from selectllm_core.store import Store, default_workspace
-from selectllm_core.subsets import SubsetPlan, make_subsets, plan_budget
+from selectllm_core.subsets import SubsetPlan, make_subsets
 
 DEMO_FILE = Path(__file__).resolve().parent.parent / "demo" / "dolly_demo.jsonl"
 DEMO_NAME = "Dolly demo"
@@ -46,9 +46,15 @@ def _store(path: str) -> Store:
     return Store(path)
 
 
+def workspace() -> Path:
+    """This session's workspace file: the one opened in the picker, else $SELECTLLM_WORKSPACE or
+    ./selectllm-workspace.sqlite."""
+    return Path(st.session_state.get("workspace") or default_workspace())
+
+
 def store() -> Store:
-    """The workspace of this server: $SELECTLLM_WORKSPACE or ./selectllm-workspace.sqlite."""
-    return _store(str(default_workspace().resolve()))
+    """The Store of this session's workspace (one per file, shared by the sessions that use it)."""
+    return _store(str(workspace().resolve()))
 
 
 @st.cache_resource(show_spinner=False)
@@ -109,7 +115,7 @@ def init_session() -> None:
     if pools.empty:
         from selectllm_core.data import load_pool
 
-        open_pool(store().save_pool(load_pool(DEMO_FILE, name=DEMO_NAME)))
+        open_pool(store().save_pool(load_pool(DEMO_FILE, name=DEMO_NAME)).pool_id)
     else:
         open_pool(str(pools["pool_id"].iloc[-1]))
 
@@ -153,8 +159,8 @@ def open_run(run_id: str) -> None:
 def run_config() -> RunConfig:
     """The RunConfig the current settings describe (a custom template is saved beside the workspace)."""
     ss = st.session_state
-    workspace = default_workspace().resolve()
-    folder = workspace.with_name(workspace.name + ".templates")  # beside the workspace, named after it
+    path = workspace().resolve()
+    folder = path.with_name(path.name + ".templates")  # beside the workspace, named after it
     prompt = ui_logic.template_ref(ss.prompt["template"], folder=folder)
     return RunConfig(**{k: ss.run_config[k] for k in PLAN_FIELDS}, prompt=prompt, domain=ss.prompt["domain"])
 
@@ -165,10 +171,19 @@ def api_key() -> str | None:
         return st.session_state.api_key
     try:
         return st.secrets.get("openai_api_key")
-    except (FileNotFoundError, KeyError, AttributeError):
-        return None
-    except Exception:  # st.secrets raises its own parse error type for a broken secrets.toml
-        return None
+    except FileNotFoundError as exc:  # Streamlit's StreamlitSecretNotFoundError, for a missing or a broken file
+        if getattr(exc, "error_id", None) in (None, "no-secrets-found"):
+            return None  # no secrets file at all: simply no key
+        raise ConfigError(_secrets_message(exc)) from exc
+
+
+def _secrets_message(exc: Exception) -> str:
+    """What is wrong with Streamlit's secrets file and how to go on (a TOML parse error quotes no file content)."""
+    found = getattr(exc, "exec_kwargs", {})
+    where = f" {found['path']}" if found.get("path") else ""
+    return (f"Cannot read the API key from the secrets file{where}: {found.get('error', exc)}. Fix the TOML there "
+            "(a quoted string: openai_api_key = \"sk-...\"), or type the key in the API key box on the Select page, "
+            "which needs no file and keeps the key in this session's memory only.")
 
 
 def chat_backend() -> Any:
@@ -223,10 +238,9 @@ def _builds() -> dict:
 
 def budget_plan() -> Any:
     """The Budget of the current settings (raises ConfigError with a fix when they cannot work)."""
-    cfg = st.session_state.run_config
-    frame = pool(st.session_state.pool_id).frame
-    return plan_budget(len(frame), cfg["budget"], subset_size=cfg["subset_size"],
-                       picks_per_subset=cfg["picks_per_subset"])
+    from selectllm_core.pipeline import plan
+
+    return plan(pool(st.session_state.pool_id), run_config(), backend=chat_backend())
 
 
 def build_map() -> MapBuild:
@@ -300,6 +314,53 @@ def require_run() -> str:
         st.page_link("app_pages/select.py", label="Go to Select", icon=":material/play_arrow:")
         st.stop()
     return run_id
+
+
+def open_workspace(path: str | Path) -> None:
+    """Open (or create) a workspace file and make it this session's; the session then starts over on it.
+
+    Raises:
+        WorkspaceError: the file cannot be opened (its message says why and how to fix it).
+    """
+    chosen = Path(path).expanduser().resolve()
+    _store(str(chosen))  # opens it now, so a bad choice fails here, in the picker
+    ss = st.session_state
+    ss.workspace = str(chosen)
+    for key in ("pool_id", "run_id", *BOUND_WIDGETS):  # init_session opens this workspace's latest pool
+        ss.pop(key, None)
+
+
+def workspace_picker(prefix: str) -> None:
+    """A workspace file path and an Open button (or Enter): opens or creates that file for this session, reruns."""
+    with st.form(f"{prefix}_workspace_form", border=False):
+        path = st.text_input("Workspace file", key=f"{prefix}_workspace_path",
+                             placeholder="/path/to/selectllm-workspace.sqlite",
+                             help="An existing SelectLLM workspace, or a new file name to start an empty one.")
+        if not st.form_submit_button("Open workspace", key=f"{prefix}_workspace_open", type="primary"):
+            return
+    if not path.strip():
+        st.error("Enter the path of a workspace file first.", icon=":material/error:")
+        return
+    try:
+        open_workspace(path.strip())
+    except WorkspaceError as exc:
+        st.error(ui_logic.md_escape(str(exc)), icon=":material/error:")
+        return
+    st.rerun()
+
+
+def show_app_error(exc: SelectLLMError) -> None:
+    """The app's last line of defence: a core error no page handled, shown with its fix, never redacted.
+
+    A workspace error also offers another workspace, since no page can work without one.
+    """
+    st.error(ui_logic.md_escape(str(exc)), icon=":material/error:")
+    if isinstance(exc, WorkspaceError):
+        st.subheader("Open another workspace")
+        st.markdown("An existing workspace file, or a new file name to start an empty workspace; the file above is "
+                    "left untouched. To change the default for every session, start the studio with "
+                    "`SELECTLLM_WORKSPACE=FILE streamlit run app.py`.")
+        workspace_picker("app")
 
 
 def stop_on_error(exc: SelectLLMError) -> None:

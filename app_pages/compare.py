@@ -11,7 +11,6 @@ from app_pages import _shared as shared
 from selectllm_core import compare, compare_map, jobs, methods, ui_logic
 from selectllm_core.errors import SelectLLMError
 from selectllm_core.pipeline import which_picks
-from selectllm_core.store import default_workspace
 
 ss, store = st.session_state, shared.store()
 st.title("Compare")
@@ -90,7 +89,7 @@ def method_form() -> None:
             st.warning(shared.LOCAL_WARNING, icon=":material/warning:")
     if st.button(f"Run {method.title}", type="primary", key="compare_start"):
         try:
-            job = jobs.start_method(workspace=default_workspace(), pool_id=ss.pool_id, name=name, budget=budget,
+            job = jobs.start_method(workspace=shared.workspace(), pool_id=ss.pool_id, name=name, budget=budget,
                                     params=params, backend=shared.chat_backend() if uses_llm else None,
                                     embedder=shared.embedder() if "embeddings" in method.needs else None)
         except SelectLLMError as exc:
@@ -176,7 +175,7 @@ selections = {r: store.selection(r) for r in chosen}
 # changes whenever a pick or decision of these runs changes: the cached comparison is then recomputed
 fingerprint = str(hash(tuple((r, f[["id", "decision"]].to_json()) for r, f in selections.items())))
 try:
-    result = comparison(tuple(chosen), which, price, fingerprint, str(default_workspace().resolve()))
+    result = comparison(tuple(chosen), which, price, fingerprint, str(shared.workspace().resolve()))
 except SelectLLMError as exc:
     shared.stop_on_error(exc)
 

@@ -66,6 +66,8 @@ padding = (f" To make them equal the paper's way, the pool is padded by repeatin
 st.caption(f"{build.plan.n_clusters} clusters of equal size.{padding} Distinctive terms: the words that set a "
            "cluster apart. Representative instructions: the ones nearest the cluster's centre. Click a row to "
            "read the cluster.")
+if table.attrs.get("note"):  # clusters whose label is empty: say why rather than show blank cells
+    st.info(table.attrs["note"], icon=":material/info:")
 event = st.dataframe(
     table, hide_index=True, width="stretch", height=min(38 + 35 * len(table), 600), on_select="rerun",
     selection_mode="single-row", key="map_clusters",

@@ -8,7 +8,6 @@ from app_pages import _runs
 from app_pages import _shared as shared
 from selectllm_core import jobs
 from selectllm_core.errors import SelectLLMError
-from selectllm_core.store import default_workspace
 
 ss, store = st.session_state, shared.store()
 st.title("Select")
@@ -59,7 +58,7 @@ with st.expander("Preview a few subsets before the full run"):
 st.subheader("Full run")
 runs = store.list_runs()
 status = runs.set_index("run_id")["status"].get(target)
-start = dict(workspace=default_workspace(), backend=backend)
+start = dict(workspace=shared.workspace(), backend=backend)
 if jobs.is_running(target):
     st.button("Running…", disabled=True, key="select_running")
 elif status == "complete":

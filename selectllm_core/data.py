@@ -1,8 +1,9 @@
 """Load and validate an instruction pool into one DataFrame: id, instruction, input, text, then the extra columns.
 
 Files are read by `selectllm_core.formats` (CSV, TSV, JSONL, JSON, Parquet, each optionally .gz). Encoding: UTF-8
-(BOM or not) or BOM-marked UTF-16. Other encodings are refused, naming the first bad byte's offset and line and how
-to re-save as UTF-8; they are never guessed, since a wrong guess would silently change instructions and their ids.
+(BOM or not) or BOM-marked UTF-16; other text is read as Windows-1252 (Latin-1 for the five bytes cp1252 leaves
+undefined), always in that order, and a report note names the encoding and the first non-UTF-8 byte. Ids come from
+the decoded text. NUL bytes are removed from values (the rows are listed in a note); binary files are refused.
 
 Rules, in the order they apply:
 1. Columns: an explicit ColumnMap is used exactly as given (schema "custom" unless it equals detection); otherwise

@@ -4,9 +4,15 @@ The format comes from the file extension, but the bytes are checked before they 
 workbook, a zip, bzip2 or xz archive, a truncated gzip, a binary file, or Parquet under a text name each give a
 PoolError that says what the file really is and how to fix it, never a parser traceback.
 
-Encoding policy: text must be UTF-8 (a BOM is fine) or UTF-16 with a BOM (Excel's "Unicode Text"). Other
-encodings are not guessed, because a wrong guess would silently change the instructions and therefore their ids;
-undecodable bytes raise a PoolError naming the byte, its offset and line, and how to re-save the file as UTF-8.
+Encoding policy, in a fixed order so the same bytes always give the same text (and ids): UTF-16 with a BOM
+(Excel's "Unicode Text"), else UTF-8 (a BOM is fine), else Windows-1252 line by line (a line that is valid UTF-8
+stays UTF-8), with Latin-1 for the five bytes cp1252 leaves undefined. A report note names the encoding used and the
+first non-UTF-8 byte. Bytes that are not text (known binary signatures, a NUL-heavy file such as UTF-16 without a
+BOM, or more than 5% control bytes) raise a PoolError before any fallback, so binary data is never read as
+mojibake. charset-normalizer is not used: on short Western files it guesses cp1250 and turns "à" into "ŕ".
+
+NUL bytes: NUL padding at the end of the file is dropped (with a note); a NUL inside a record is removed from its
+cells and the record numbers are listed in a note.
 
 Values are kept as parsed: CSV/TSV cells are strings (no "NA" -> NaN conversion), JSON values keep their JSON type.
 Rows the reader cannot use (a non-JSON line in JSONL, a CSV row with more fields than the header) become bad rows
@@ -15,6 +21,7 @@ with a 1-based record number; the record number counts data records (header and 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -34,6 +41,7 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndj
            ".parquet": "parquet", ".pq": "parquet"}
 SAVE_AS = "save it as .csv, .tsv, .jsonl, .json or .parquet (optionally .gz)"
 _EXCEL_FIX = "In Excel use File > Save As > 'CSV UTF-8 (Comma delimited)' and load the .csv"
+_NOT_IMAGE = "Pick the pool file itself (.csv, .tsv, .jsonl, .json or .parquet), not a picture"
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _MAGIC = [  # (prefix, what it is, how to fix)
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a legacy Excel/Office (.xls) file", _EXCEL_FIX),
@@ -42,7 +50,19 @@ _MAGIC = [  # (prefix, what it is, how to fix)
     (b"(\xb5/\xfd", "zstd-compressed", "Decompress it (unzstd) or re-compress it with gzip"),
     (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "Extract the pool file from it"),
     (b"%PDF", "a PDF document", "Export the pool as a table and " + SAVE_AS),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image", _NOT_IMAGE),
+    (b"\xff\xd8\xff", "a JPEG image", _NOT_IMAGE),
+    ((b"GIF87a", b"GIF89a"), "a GIF image", _NOT_IMAGE),
+    (b"SQLite format 3\x00", "an SQLite database",
+     "Export the table as CSV (sqlite3 -header -csv DB 'SELECT * FROM t' > pool.csv)"),
+    (b"ARROW1", "an Arrow/Feather file", "Save it as Parquet (pandas: pd.read_feather(PATH).to_parquet(OUT))"),
 ]
+_NUL = "\x00"
+_BLOCK = 8192  # bytes checked at a time for binary content
+_MARK = "\ufdd0"  # a Unicode noncharacter standing in for NUL inside JSON strings while json.loads runs
+_CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 12, 13))  # NUL included; tab, LF, FF, CR are text
+_CP1252_UNDEFINED = "\x81\x8d\x8f\x90\x9d"  # Latin-1 keeps these five as C1 control characters
+_LATIN1_TO_CP1252 = {b: bytes([b]).decode("cp1252") for b in range(0x80, 0xA0) if chr(b) not in _CP1252_UNDEFINED}
 
 
 @dataclass
@@ -157,36 +177,95 @@ def _zip_fix(data: bytes) -> str:
 
 
 def _decode(data: bytes, name: str, notes: list[str]) -> str:
-    """Decode UTF-8 (BOM allowed) or BOM-marked UTF-16; refuse binary data and other encodings."""
+    """Decode BOM-marked UTF-16, else UTF-8 (BOM allowed), else cp1252 per line; refuse binary data."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            text = data.decode("utf-16")
-        except UnicodeDecodeError as exc:
-            raise PoolError(f"{name} starts with a UTF-16 mark but is not valid UTF-16 (byte offset "
-                            f"{exc.start}). Re-save it as UTF-8.") from exc
-        notes.append(f"{name} is UTF-16 text; decoded it (UTF-8 is preferred).")
-        return text
-    head = data[:8192]
-    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 13, 12))
-    if b"\x00" in head or controls > len(head) // 20:
-        raise PoolError(f"{name} looks like a binary file, not text (it has NUL or control bytes near the start). "
-                        f"Export the pool as UTF-8 text and {SAVE_AS}.")
-    skip = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+        return _decode_utf16(data, name, notes)
+    data = _strip_nul_padding(data, name, notes)
+    _reject_binary(data[:_BLOCK], name)
+    data = data.removeprefix(b"\xef\xbb\xbf")
     try:
-        return data[skip:].decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PoolError(_encoding_message(data, skip + exc.start, name)) from exc
+        for start in range(_BLOCK, len(data), _BLOCK):  # every block, before any of it is read as cp1252
+            _reject_binary(data[start:start + _BLOCK], name, start)
+        text, utf8_lines = _decode_cp1252(data)
+        notes.append(_cp1252_note(data, exc.start, text, utf8_lines, name))
+        return text
 
 
-def _encoding_message(data: bytes, offset: int, name: str) -> str:
+def _decode_utf16(data: bytes, name: str, notes: list[str]) -> str:
+    """Decode UTF-16 that starts with a byte-order mark."""
+    try:
+        text = data.decode("utf-16")
+    except UnicodeDecodeError as exc:
+        raise PoolError(f"{name} starts with a UTF-16 mark but is not valid UTF-16 (byte offset "
+                        f"{exc.start}). Re-save it as UTF-8.") from exc
+    notes.append(f"{name} is UTF-16 text; decoded it (UTF-8 is preferred).")
+    return text
+
+
+def _strip_nul_padding(data: bytes, name: str, notes: list[str]) -> bytes:
+    """Drop NUL bytes that pad the end of the file (left by a crash or a preallocating copy)."""
+    body = data.rstrip(b"\x00")
+    if not body:
+        raise PoolError(f"{name} holds only NUL bytes ({len(data):,}), no text: it was probably never written "
+                        f"completely. Export the pool again; {SAVE_AS}.")
+    if len(body) < len(data):
+        notes.append(f"{name}: removed {len(data) - len(body):,} NUL byte(s) padding the end of the file.")
+    return body
+
+
+def _reject_binary(block: bytes, name: str, offset: int = 0) -> None:
+    """Refuse a block that is not text: NUL-heavy (binary, or UTF-16 without a BOM) or over 5% control bytes."""
+    nuls = block.count(0)
+    if nuls > len(block) // 5:
+        raise PoolError(_nul_heavy_message(block, nuls, name))
+    controls = len(block) - len(block.translate(None, _CONTROL_BYTES))
+    if controls > max(len(block) // 20, 8):
+        where = f"of the {len(block):,} bytes from byte offset {offset:,}" if offset else "of its first bytes"
+        raise PoolError(f"{name} looks like a binary file, not text ({controls / len(block):.0%} {where} are "
+                        f"control bytes such as NUL). Export the pool as UTF-8 text and {SAVE_AS}.")
+
+
+def _nul_heavy_message(data: bytes, nuls: int, name: str) -> str:
+    """Say whether a NUL-heavy file is UTF-16 without a BOM (NULs on one byte parity) or binary."""
+    odd = data[1::2].count(0)
+    if max(odd, nuls - odd) >= 0.9 * nuls:
+        codec = "utf-16le" if odd > nuls - odd else "utf-16be"
+        return (f"{name} looks like UTF-16 text without a byte-order mark ({codec}: every other byte is NUL), "
+                "which is not read. Re-save it as UTF-8 (Excel: Save As > 'CSV UTF-8'; shell: iconv -f "
+                f"{codec} -t utf-8 IN > OUT) and load it again.")
+    return (f"{name} looks like a binary file, not text ({nuls / len(data):.0%} of its bytes are NUL). "
+            f"Export the pool as UTF-8 text and {SAVE_AS}.")
+
+
+def _decode_cp1252(data: bytes) -> tuple[str, int]:
+    """Decode line by line: UTF-8 where a whole line is valid UTF-8, else cp1252 (Latin-1 where it is undefined).
+
+    Returns the text and the number of non-ASCII lines that were read as UTF-8 (a file mixing encodings).
+    """
+    parts: list[str] = []
+    utf8_lines = 0
+    for line in data.splitlines(keepends=True):
+        try:
+            parts.append(line.decode("utf-8"))
+            utf8_lines += not line.isascii()
+        except UnicodeDecodeError:
+            parts.append(line.decode("latin-1").translate(_LATIN1_TO_CP1252))
+    return "".join(parts), utf8_lines
+
+
+def _cp1252_note(data: bytes, offset: int, text: str, utf8_lines: int, name: str) -> str:
+    """The report note naming the fallback encoding, the first non-UTF-8 byte and its line."""
     line = data.count(b"\n", 0, offset) + 1
-    line_start = data.rfind(b"\n", 0, offset) + 1
-    before = data[max(line_start, offset - 30):offset].decode("utf-8", "replace")
-    return (
-        f"{name} is not UTF-8: byte 0x{data[offset]:02X} at byte offset {offset} (line {line}, right after "
-        f"{before!r}) cannot be decoded. The file is probably in a Windows or Latin-1 encoding. Re-save it as "
-        "UTF-8 (Excel: Save As > 'CSV UTF-8'; shell: iconv -f cp1252 -t utf-8 IN > OUT) and load it again."
-    )
+    undefined = [f"0x{ord(c):02X}" for c in _CP1252_UNDEFINED if c in text]
+    how = "Windows-1252 (cp1252)"
+    if undefined:
+        how += (f" and Latin-1 for the byte(s) {', '.join(undefined)} that cp1252 leaves undefined (read as "
+                "invisible control characters)")
+    mixed = f"; {utf8_lines} line(s) that are valid UTF-8 were read as UTF-8" if utf8_lines else ""
+    return (f"{name}: read as {how}, not UTF-8 (the first non-UTF-8 byte is 0x{data[offset]:02X} on line {line})"
+            f"{mixed}: check accented letters in the preview; re-save as UTF-8 to silence this note.")
 
 
 def _sniff_text(text: str, fmt: str, name: str, notes: list[str]) -> str:
@@ -202,15 +281,15 @@ def _sniff_text(text: str, fmt: str, name: str, notes: list[str]) -> str:
 
 
 def _first_line(text: str) -> str:
-    """The first non-blank line, stripped, without copying the whole text."""
-    start = re.compile(r"\s*").match(text).end()
+    """The first non-blank line, stripped and without NULs, without copying the whole text."""
+    start = re.compile(r"[\s\x00]*").match(text).end()
     end = text.find("\n", start)
-    return text[start:end if end >= 0 else len(text)].strip()
+    return text[start:end if end >= 0 else len(text)].replace(_NUL, "").strip()
 
 
 def _is_json(text: str) -> bool:
     try:
-        json.loads(text)
+        json.loads(text.replace(_NUL, "") if _NUL in text else text)
     except ValueError:
         return False
     return True
@@ -220,7 +299,10 @@ def _read_delimited(text: str, name: str, delimiter: str) -> RawTable:
     """Parse CSV/TSV with the csv module: strict quotes, no NA guessing, unlimited field size."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a 1 MB cell is a valid instruction
     delimiter, notes = _sniff_delimiter(text, delimiter, name)
+    nul_records: list[int] = []
     records = _csv_records(text, name, delimiter)
+    if _NUL in text:
+        records = _without_nuls(records, nul_records)
     first = next(records, None)
     if first is None:
         raise PoolError(f"{name} has no header row. Add a header such as 'instruction,input'.")
@@ -238,6 +320,7 @@ def _read_delimited(text: str, name: str, delimiter: str) -> RawTable:
         table.lines.append(line)
     if short:
         notes.append(f"{short} row(s) had fewer fields than the header; their missing cells were read as empty.")
+    notes.extend(_nul_note(nul_records, name))
     table.frame = pd.DataFrame(cells, columns=header, dtype=object)
     return table
 
@@ -255,6 +338,26 @@ def _csv_records(text: str, name: str, delimiter: str) -> Iterator[tuple[int, li
             raise PoolError(_quote_message(name, start, reader.line_num, str(exc))) from exc
         if record:
             yield start, record
+
+
+def _without_nuls(records: Iterator[tuple[int, list[str]]], cleaned: list[int]) -> Iterator[tuple[int, list[str]]]:
+    """Remove NUL characters from every field; append the index of each record that had one (0 = the header)."""
+    for index, (line, record) in enumerate(records):
+        if any(_NUL in value for value in record):
+            record = [value.replace(_NUL, "") for value in record]
+            cleaned.append(index)
+        yield line, record
+
+
+def _nul_note(records: list[int], name: str) -> list[str]:
+    """The report note listing the 1-based records (0 = the CSV header) whose NUL bytes were removed."""
+    if not records:
+        return []
+    rows = [n for n in records if n]
+    shown = ", ".join(map(str, rows[:20])) + (f" and {len(rows) - 20} more" if len(rows) > 20 else "")
+    where = " and ".join(([f"{len(rows)} row(s): {shown}"] if rows else []) + (["the header"] if 0 in records else []))
+    return [f"{name}: NUL bytes removed from {where}. A NUL is an invisible control byte, usually left by a broken "
+            "export; the rest of each value is kept."]
 
 
 def _sniff_delimiter(text: str, delimiter: str, name: str) -> tuple[str, list[str]]:
@@ -329,11 +432,10 @@ def _read_jsonl(text: str, name: str) -> RawTable:
         return table
     table = RawTable(pd.DataFrame(), "jsonl", [], [])
     objects: list[dict] = []
-    number = 0
-    for line_no, line in enumerate(_LINE_BREAK.split(text), 1):
-        if not line.strip():
-            continue
-        number += 1
+    nul_records: list[int] = []
+    for number, (line_no, line, had_nul) in enumerate(_jsonl_lines(text), 1):
+        if had_nul:
+            nul_records.append(number)
         try:
             value = json.loads(line)
         except ValueError as exc:
@@ -345,14 +447,27 @@ def _read_jsonl(text: str, name: str) -> RawTable:
         objects.append(value)
         table.rows.append(number)
         table.lines.append(line_no)
+    table.notes.extend(_nul_note(nul_records, name))
     table.frame = _frame_from_objects(objects)
     return table
 
 
+def _jsonl_lines(text: str) -> Iterator[tuple[int, str, bool]]:
+    """Yield (1-based line number, line without NULs, whether it had any) for each non-blank line."""
+    check = _NUL in text
+    for line_no, line in enumerate(_LINE_BREAK.split(text), 1):
+        had_nul = check and _NUL in line
+        if had_nul:
+            line = line.replace(_NUL, "")
+        if line.strip():
+            yield line_no, line, had_nul
+
+
 def _read_json(text: str, name: str) -> RawTable:
     """Read a JSON list of objects, or an object holding exactly one such list (e.g. {"data": [...]})."""
+    notes: list[str] = []
     try:
-        value = json.loads(text)
+        value, marked = _load_json(text, name, notes)
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and _first_line(text).startswith("{"):  # JSON Lines saved as .json
             table = _read_jsonl(text, name)
@@ -361,20 +476,55 @@ def _read_json(text: str, name: str) -> RawTable:
             return table
         raise PoolError(f"{name} is not valid JSON ({_json_reason(exc)}); the file may be cut short. Fix or "
                         "re-export it, or save one JSON object per line as .jsonl.") from exc
-    notes: list[str] = []
     if isinstance(value, dict):
         value = _unwrap(value, name, notes)
     if not isinstance(value, list):
         raise PoolError(f"{name} holds a single JSON {_kind(value)}, not a list of rows. Save the rows as "
                         '[{"instruction": ...}, ...] or as JSON Lines.')
-    objects, rows, bad = [], [], []
+    objects, rows, bad, nul_records = _json_items(value, marked)
+    notes.extend(_nul_note(nul_records, name))
+    return RawTable(_frame_from_objects(objects), "json", rows, None, bad, notes)
+
+
+def _load_json(text: str, name: str, notes: list[str]) -> tuple[object, bool]:
+    """json.loads; NULs inside strings become _MARK (True is returned), NULs elsewhere are dropped with a note."""
+    if _NUL not in text:
+        return json.loads(text), False
+    if _MARK not in text:
+        with contextlib.suppress(json.JSONDecodeError):
+            return json.loads(text.replace(_NUL, _MARK)), True
+    value = json.loads(text.replace(_NUL, ""))
+    notes.append(f"{name}: NUL bytes removed (some outside the values, so the rows are not listed).")
+    return value, False
+
+
+def _json_items(value: list, marked: bool) -> tuple[list[dict], list[int], list[tuple[int, str]], list[int]]:
+    """Split list items into row objects and bad rows; remove NUL marks, listing the items that had them."""
+    objects, rows, bad, nul_records = [], [], [], []
     for number, item in enumerate(value, 1):
+        if marked:
+            item, had_nul = _unmark(item)
+            if had_nul:
+                nul_records.append(number)
         if isinstance(item, dict):
             objects.append(item)
             rows.append(number)
         else:
             bad.append((number, f"list item {number} is a JSON {_kind(item)}, not an object: {preview(item)}"))
-    return RawTable(_frame_from_objects(objects), "json", rows, None, bad, notes)
+    return objects, rows, bad, nul_records
+
+
+def _unmark(value: object) -> tuple[object, bool]:
+    """Remove _MARK from every string (and key) in a JSON value; say whether there was any."""
+    if isinstance(value, str):
+        return (value.replace(_MARK, ""), True) if _MARK in value else (value, False)
+    if isinstance(value, list):
+        pairs = [_unmark(v) for v in value]
+        return [v for v, _ in pairs], any(had for _, had in pairs)
+    if isinstance(value, dict):
+        pairs = [(_unmark(k), _unmark(v)) for k, v in value.items()]
+        return {k: v for (k, _), (v, _) in pairs}, any(hk or hv for (_, hk), (_, hv) in pairs)
+    return value, False
 
 
 def _json_reason(exc: ValueError) -> str:

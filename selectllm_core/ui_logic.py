@@ -247,7 +247,9 @@ def cluster_summary(instructions: Sequence[str], clusters: np.ndarray, vectors: 
     words common everywhere ("what", "list") do not label every cluster.
 
     Returns:
-        Columns cluster, size, label, examples (a list of instructions), sorted by cluster.
+        Columns cluster, size, label, examples (a list of instructions), sorted by cluster. A cluster with no
+        distinctive term keeps an empty label, and `frame.attrs["note"]` says which clusters and why ("" when
+        every cluster has a label).
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -261,7 +263,7 @@ def cluster_summary(instructions: Sequence[str], clusters: np.ndarray, vectors: 
                               token_pattern=r"(?u)\b[^\W\d_]{3,}\b")
         matrix = vec.fit_transform(texts)
         terms = vec.get_feature_names_out()
-    except ValueError:  # no term occurs twice (a tiny pool): labels stay empty, examples still help
+    except ValueError:  # no term occurs twice (a tiny pool): the note says so, examples still help
         pass
     overall = np.asarray(matrix.mean(axis=0)).ravel() if matrix is not None else None
     rows = []
@@ -274,7 +276,24 @@ def cluster_summary(instructions: Sequence[str], clusters: np.ndarray, vectors: 
         centre = vectors[members].mean(axis=0)
         nearest = members[np.argsort(-(vectors[members] @ centre))[:n_examples]]
         rows.append({"cluster": c, "size": len(members), "label": label, "examples": [texts[i] for i in nearest]})
-    return pd.DataFrame(rows, columns=["cluster", "size", "label", "examples"])
+    table = pd.DataFrame(rows, columns=["cluster", "size", "label", "examples"])
+    blank = table.loc[table["label"] == "", "cluster"].astype(int).tolist()
+    table.attrs["note"] = _unlabelled_note(blank, no_vocabulary=matrix is None)
+    return table
+
+
+def _unlabelled_note(blank: list[int], *, no_vocabulary: bool) -> str:
+    """Why these clusters have no distinctive terms, in a sentence ("" when none lacks them)."""
+    if not blank:
+        return ""
+    if no_vocabulary:  # every cluster is blank: naming them adds nothing
+        why = (f"No distinctive terms for {len(blank)} cluster(s): the instructions share no word that occurs in at "
+               "least two of them and in at most half of them (very common words are left out)")
+    else:
+        names = ", ".join(map(str, blank[:10])) + (", …" if len(blank) > 10 else "")
+        why = (f"No distinctive terms for {len(blank)} cluster(s) (cluster{'s' if len(blank) > 1 else ''} {names}): "
+               "none of their words occurs more often in them than across the whole pool")
+    return why + ". Read their representative instructions instead."
 
 
 # -- review ---------------------------------------------------------------------------------------

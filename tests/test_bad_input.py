@@ -50,8 +50,11 @@ def fails(*needles: str) -> Fails:
 
 CASES: dict[str, Loads | Fails] = {
     # encodings
-    "cp1252.csv": fails("not UTF-8", "0xE9", "line 3", "'Describe a caf'", "CSV UTF-8"),
-    "latin1_in_gzip.jsonl.gz": fails("not UTF-8", "0xE8", "line 2", "iconv"),
+    "cp1252.csv": Loads(2, 2, note="read as Windows-1252 (cp1252), not UTF-8 (the first non-UTF-8 byte is 0xE9 on "
+                                   "line 3)",
+                        instructions=("Name a French dish.", "Describe a café in Paris.")),
+    "latin1_in_gzip.jsonl.gz": Loads(2, 2, note="(cp1252), not UTF-8 (the first non-UTF-8 byte is 0xE8 on line 2)",
+                                     instructions=("Ok.", "Crème brûlée.")),
     "utf8_bom.csv": Loads(2, 2, instructions=("Say hello.", "Translate to French."), inputs=("", "Good morning")),
     "utf16_bom.tsv": Loads(2, 2, note="UTF-16", instructions=("Say hello.", "Translate to German.")),
     "binary_garbage.csv": fails("binary file", "UTF-8"),

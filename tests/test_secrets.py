@@ -13,8 +13,11 @@ import gzip
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 from fake_openai_server import FakeOpenAIServer
 
@@ -22,6 +25,9 @@ from selectllm_core.data import load_pool
 from selectllm_core.embed import BUNDLED_MODEL, EmbeddingCache, text_key
 from selectllm_core.store import Store
 from tests.conftest import FakeEmbedder
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the app's own modules (app_pages/_shared.py) live beside app.py
 
 CANARY = "sk-canary-3b7d0f9e2c4a6815e0d2"
 GOOD = '{"picks": [{"id": 1, "reason": "specific and useful"}]}'
@@ -134,3 +140,70 @@ def test_an_answer_that_quotes_the_key_is_stored_without_it() -> None:
         answer = backend.chat([{"role": "user", "content": "pick [1]"}])
     assert server.requests[0]["headers"]["authorization"] == f"Bearer {CANARY}"
     assert answer.text == '{"picks": [1]} my key is ***'
+
+
+@pytest.fixture
+def broken_secrets(tmp_path: Path) -> Iterator[Path]:
+    """A .streamlit/secrets.toml holding the canary key without quotes (invalid TOML), as Streamlit's secrets file."""
+    from streamlit import config
+
+    path = tmp_path / ".streamlit" / "secrets.toml"
+    path.parent.mkdir()
+    path.write_text(f"# my key\nopenai_api_key = {CANARY}\n", encoding="utf-8")
+    before = config.get_option("secrets.files")
+    config.set_option("secrets.files", [str(path)])
+    yield path
+    config.set_option("secrets.files", before)
+
+
+def test_a_broken_secrets_file_is_reported_and_never_quoted(broken_secrets: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sidebar and the Select page name the file and the parse error and say how to fix it; a typed key
+    then works. The canary in the broken line is shown nowhere."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from app_pages import _shared
+
+    st.cache_resource.clear()
+    monkeypatch.setattr(_shared, "embedder", lambda: FakeEmbedder())
+    monkeypatch.setattr(_shared, "warm_up", lambda: None)
+    frame = pd.read_json(REPO / "demo" / "dolly_demo.jsonl", lines=True).head(40)
+    Store().save_pool(load_pool(frame, name="slice"))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.session_state["map_layout"] = "pca"
+    at.session_state["backend"] = {"kind": "openai", "model": "fake-model", "base_url": "http://127.0.0.1:9/v1"}
+    at.run()
+    assert not at.exception, at.exception
+
+    def said(where: Any) -> str:
+        return "\n".join(str(e.value).replace("\\", "") for kind in ("error", "text", "caption", "markdown")
+                         for e in getattr(where, kind))
+
+    sidebar = said(at.sidebar)
+    assert f"{broken_secrets}" in sidebar and "line 2" in sidebar, sidebar
+    assert "Select page" in sidebar and "TOML" in sidebar
+    at.switch_page("app_pages/select.py").run()
+    assert not at.exception, at.exception
+    errors = "\n".join(str(e.value).replace("\\", "") for e in at.main.error)
+    assert f"{broken_secrets}" in errors and "type the key" in errors, errors
+    assert not leaks(said(at)) and not leaks(said(at.sidebar)), "the broken line's key is never shown"
+    assert at.session_state["api_key"] == "", "nor taken from the broken file"
+    at.text_input(key="select_api_key").input("sk-typed-instead").run()
+    assert not at.exception, at.exception
+    assert not at.error, "a typed key is used without reading the secrets file, in the sidebar too"
+    assert "held in memory" in said(at)
+
+
+def test_no_secrets_file_means_no_key_silently(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit import config
+
+    import app_pages._shared as shared
+
+    before = config.get_option("secrets.files")
+    config.set_option("secrets.files", [str(tmp_path / "missing" / "secrets.toml")])
+    try:
+        monkeypatch.setattr(shared.st, "session_state", {})
+        assert shared.api_key() is None
+    finally:
+        config.set_option("secrets.files", before)

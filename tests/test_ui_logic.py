@@ -372,3 +372,35 @@ def test_two_threads_storing_one_layout_at_once_both_succeed(tmp_path: Path) -> 
 def test_the_budget_message_says_what_is_left(decisions: list[str], budget: int, want: str) -> None:
     counters = ui_logic.budget_counters(pd.DataFrame({"decision": decisions}), budget)
     assert ui_logic.budget_message(counters).startswith(want)
+
+
+def test_cluster_summary_says_why_no_word_labels_a_cluster() -> None:
+    """No word occurs twice (the vectoriser finds no vocabulary): every label is empty and the note says why."""
+    texts = ["Translate bonjour", "Summarise photosynthesis", "Compose a limerick", "Explain gravity"]
+    vectors = np.eye(4, dtype=np.float32)
+    table = ui_logic.cluster_summary(texts, np.array([0, 0, 1, 1]), vectors)
+    assert table["label"].tolist() == ["", ""]
+    note = table.attrs["note"]
+    assert note.startswith("No distinctive terms for 2 cluster(s):"), note
+    assert "at least two" in note and "representative instructions" in note
+    assert all(len(e) == 2 for e in table["examples"]), "examples still describe each cluster"
+
+
+def test_cluster_summary_names_the_clusters_left_without_terms() -> None:
+    """Two clusters with shared words get labels; a third whose words occur nowhere else is named in the note."""
+    code = [f"Write python code for a function that sorts list {w}" for w in ("alpha", "beta", "gamma", "delta")]
+    food = [f"Give a recipe to bake bread with flour and {w}" for w in ("salt", "yeast", "honey", "butter")]
+    odd = ["Zebra quokka", "Narwhal axolotl", "Okapi pangolin", "Tapir dugong"]
+    vectors = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)
+    table = ui_logic.cluster_summary(code + food + odd, np.repeat([0, 1, 2], 4), vectors)
+    assert table.loc[0, "label"] and table.loc[1, "label"] and table.loc[2, "label"] == ""
+    note = table.attrs["note"]
+    assert note.startswith("No distinctive terms for 1 cluster(s) (cluster 2):"), note
+    assert "representative instructions" in note
+
+
+def test_cluster_summary_has_no_note_when_every_cluster_has_terms() -> None:
+    code = [f"Write python code for a function that sorts list {i}" for i in range(4)]
+    food = [f"Give a recipe to bake bread with flour number {i}" for i in range(4)]
+    table = ui_logic.cluster_summary(code + food, np.repeat([0, 1], 4), np.repeat(np.eye(2), 4, axis=0))
+    assert all(table["label"]) and table.attrs["note"] == ""
