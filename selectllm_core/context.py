@@ -27,7 +27,9 @@ CONTEXT_WINDOWS = {
 ASSUMED_WINDOW = 8_192
 CHARS_PER_TOKEN = 4.0  # a conservative English average when the tokenizer is not at hand
 PER_CANDIDATE_TOKENS = 14  # "[i]", "### Instruction:", "### Input:" and blank lines around each candidate
-MARGIN = 1.25  # subsets mix long and short rows: leave room above the average
+# Row lengths are heavy-tailed (a few long contexts), so a subset's total is planned at its mean plus Z standard
+# deviations (about 1 prompt in 1,000 longer, under a normal approximation of the sum of S rows).
+Z = 3.0
 SAMPLE_ROWS = 2_000
 
 
@@ -62,11 +64,18 @@ class SubsetCap:
     window: Window
     tokens_per_candidate: float
     fixed_tokens: int
+    spread: float = 0.0  # standard deviation of a candidate's tokens
+    too_long: tuple[int, int] = (0, 0)  # rows measured that cannot fit any prompt alone, of rows measured
 
     def reason(self) -> str:
-        return (f"subsets hold at most {self.size} candidates so a prompt fits the context of "
+        text = (f"subsets hold at most {self.size} candidates so a prompt fits the context of "
                 f"{self.window.tokens:,} tokens ({self.window.source}): about {self.tokens_per_candidate:.0f} "
-                f"tokens per candidate, {self.fixed_tokens:,} for the instructions and the answer")
+                f"± {self.spread:.0f} tokens per candidate, {self.fixed_tokens:,} for the instructions and the "
+                "answer")
+        if self.too_long[0]:
+            text += (f"; {self.too_long[0]:,} of {self.too_long[1]:,} rows measured are too long for any prompt "
+                     "of this model on their own: cut them with --max-input-chars")
+        return text
 
 
 def subset_cap(frame: pd.DataFrame, backend: Any, *, template: str, max_tokens: int,
@@ -90,16 +99,21 @@ def subset_cap(frame: pd.DataFrame, backend: Any, *, template: str, max_tokens: 
     if max_input_chars is not None:
         inputs = inputs.str.slice(0, max_input_chars)
     texts = (rows["instruction"].astype(str) + "\n" + inputs).tolist()
-    per = _mean_tokens(backend, texts) * MARGIN + PER_CANDIDATE_TOKENS
+    counts = _token_counts(backend, texts)
+    mean, spread = float(np.mean(counts)) + PER_CANDIDATE_TOKENS, float(np.std(counts))
     fixed = math.ceil(len(template) / CHARS_PER_TOKEN) + max_tokens + 64
-    size = max(2, math.floor((window.tokens - fixed) / per))
-    return SubsetCap(size=size, window=window, tokens_per_candidate=per, fixed_tokens=fixed)
+    room = max(1.0, window.tokens - fixed)
+    # the largest S with S * mean + Z * sqrt(S) * spread <= room (a quadratic in sqrt(S))
+    root = (-Z * spread + math.sqrt((Z * spread) ** 2 + 4 * mean * room)) / (2 * mean)
+    alone = sum(1 for c in counts if c + PER_CANDIDATE_TOKENS > room)
+    return SubsetCap(size=max(2, math.floor(root * root)), window=window, tokens_per_candidate=mean,
+                     fixed_tokens=fixed, spread=spread, too_long=(alone, len(counts)))
 
 
-def _mean_tokens(backend: Any, texts: list[str]) -> float:
-    """Mean tokens per text: exact with the backend's tokenizer when it has one, else by characters."""
+def _token_counts(backend: Any, texts: list[str]) -> list[float]:
+    """Tokens per text: exact with the backend's tokenizer when it has one, else by characters."""
     many = getattr(backend, "count_tokens_many", None)
     counts = many(texts) if many else None
     if counts is None:
         counts = [len(t) / CHARS_PER_TOKEN for t in texts]
-    return float(np.mean(counts)) if counts else 1.0
+    return [float(c) for c in counts] or [1.0]
