@@ -142,8 +142,14 @@ def _assert_in_tables(page, *wanted: str, where: str, last: bool = False) -> Non
 
 def _point(page, row_id: str, trace: str = "") -> dict:  # noqa: ANN001
     """Screen position and trace name of a row's point on the first map (found through customdata), in the
-    first trace with a hover whose name starts with `trace`."""
-    page.locator(".js-plotly-plot .nsewdrag").first.wait_for(timeout=LONG)
+    first trace with a hover whose name starts with `trace`.
+
+    The position is in viewport pixels, where `page.mouse` moves: the plot area is scrolled into view first, as a
+    curator would scroll to it (on Compare the map is below the tables, off a 1100-px-high screen).
+    """
+    plot_area = page.locator(".js-plotly-plot .nsewdrag").first
+    plot_area.wait_for(timeout=LONG)
+    plot_area.scroll_into_view_if_needed(timeout=LONG)
     spot = page.evaluate("""([rowId, prefix]) => {
         const gd = document.querySelector('.js-plotly-plot');
         const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
@@ -158,6 +164,8 @@ def _point(page, row_id: str, trace: str = "") -> dict:  # noqa: ANN001
         return null;
     }""", [row_id, trace])
     assert spot, f"row {row_id} is on the map"
+    size = page.viewport_size
+    assert 0 <= spot["x"] < size["width"] and 0 <= spot["y"] < size["height"], f"row {row_id}'s point {spot} is on screen"
     return spot
 
 

@@ -173,3 +173,22 @@ def test_map_layers_hold_each_runs_picks_with_escaped_text() -> None:
     panels = panels_figure(frame, layers, columns=2)
     assert [a.text for a in panels.layout.annotations] == ["SelectLLM: 2 picks", "&lt;i&gt;random&lt;/i&gt;: 1 picks"]
     assert panels.data[3].xaxis == "x2" and layer_ids(panels)["SelectLLM (2)"] == ["c", "a"]
+
+
+def test_map_picks_are_hoverable_above_a_silent_pool() -> None:
+    """What a curator hovering a pick relies on: the grey pool is drawn first (under the picks) and never takes the
+    hover, and every pick trace shows one label per pick, in both layouts."""
+    from selectllm_core.compare_map import Layer, map_points, overlay_figure, panels_figure
+
+    pool = pd.DataFrame({"id": ["a", "b", "c"], "instruction": ["A", "B", "C"], "input": ["", "", ""]})
+    frame = map_points(pool, np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]]))
+    picks = pd.DataFrame({"id": ["a", "c"], "rank": [1, 2], "score": [None, None], "reason": ["r1", "r2"]})
+    layers = [Layer("random", picks.iloc[:1]), Layer("SelectLLM", picks)]
+    for fig in (overlay_figure(frame, layers), panels_figure(frame, layers)):
+        pool_traces = [t for t in fig.data if t.customdata is None]
+        pick_traces = [t for t in fig.data if t.customdata is not None]
+        assert all(t.hoverinfo == "skip" for t in pool_traces)
+        assert list(fig.data).index(pool_traces[0]) == 0, "the pool is drawn under the picks"
+        for t in pick_traces:
+            assert t.hoverinfo != "skip" and "%{hovertext}" in t.hovertemplate
+            assert len(t.hovertext) == len(t.x) and all(t.hovertext)
