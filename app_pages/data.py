@@ -54,6 +54,7 @@ def save(pool) -> None:  # noqa: ANN001 - a data.Pool
     """Store the checked pool and open it; what the save did is shown above the tabs after the rerun."""
     saved = store.save_pool(pool)
     shared.open_pool(saved.pool_id)
+    st.session_state.data_pool_choice = saved.pool_id  # the picker shows the pool now open, not the last choice
     st.session_state.data_saved = saved.message
 
 

@@ -160,3 +160,4 @@ def test_the_app_upload_reports_new_identical_and_version(seeded: dict, tmp_path
         assert any("Saved as version 2 of the pool" in m.value for m in at.success)
         active = store.load_pool(at.session_state["pool_id"])
         assert active.frame["instruction"].tolist() == DOLLY["instruction"][100:108].tolist()
+        assert at.selectbox(key="data_pool_choice").value == at.session_state["pool_id"]  # the picker agrees
