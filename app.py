@@ -48,7 +48,9 @@ def sidebar() -> None:
     ss = st.session_state
     active = shared.pool(ss.pool_id)
     st.markdown("**Pool**")
-    st.text(f"{active.name}\n{len(active.frame):,} rows · {ss.pool_id}")
+    pools = shared.store().list_pools().set_index("pool_id")
+    version = int(pools["version"].get(ss.pool_id, 1))
+    st.text(f"{active.name} · v{version}\n{len(active.frame):,} rows · {ss.pool_id}")
     if active.name == shared.DEMO_NAME:
         st.caption("Demo data: databricks-dolly-15k (CC BY-SA 3.0) by Databricks, via the AlpaGasus subset. "
                    "Load your own pool on the Data page.")

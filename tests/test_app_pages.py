@@ -134,7 +134,7 @@ def test_sidebar_shows_pool_run_backend_and_workspace(seeded: dict) -> None:
     at.session_state["map_layout"] = "pca"
     at.run()
     sidebar = "\n".join(t.value for t in at.sidebar.text)
-    assert "demo slice" in sidebar and seeded["run_id"] in sidebar
+    assert "demo slice · v1" in sidebar and seeded["run_id"] in sidebar
     assert "some subsets failed · 6/6 subsets" in sidebar  # one subset failed: the run is short of its budget
     assert str(seeded["store"].path.resolve()) in sidebar
     assert "too small to judge" in "\n".join(c.value for c in at.sidebar.caption)
