@@ -40,7 +40,7 @@ shared.plan_controls("select", order=True)
 try:
     build, budget = shared.build_map(), shared.budget_plan()
     config, backend = shared.run_config(), shared.chat_backend()
-    target = jobs.run_id_for(shared.pool(ss.pool_id), config, backend)
+    target = jobs.run_id_for(shared.pool(ss.pool_id), config, backend, budget=budget)
 except SelectLLMError as exc:
     shared.stop_on_error(exc)
 st.caption(budget.describe() + f". Prompt: {ss.prompt['preset']} (edit it on the Prompt page).")

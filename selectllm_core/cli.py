@@ -164,7 +164,7 @@ def _load(pool: str, workspace: str | None, columns: dict) -> None:
     from selectllm_core.data import load_pool
     from selectllm_core.pipeline import column_map
 
-    p = load_pool(pool, columns=column_map(pool, **columns))
+    p = load_pool(pool, columns=column_map(pool, **columns))  # always a file: `load` stores what it reads
     saved = _store(workspace).save_pool(p)
     r = p.report
     click.echo(f"pool {saved.pool_id} ({p.name}): {r.rows_kept} rows kept of {r.rows_read} read; schema {r.schema}")

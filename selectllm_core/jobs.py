@@ -43,11 +43,14 @@ class Job:
         return self.thread is not None and self.thread.is_alive()
 
 
-def run_id_for(pool: Any, config: Any, backend: Any) -> str:
-    """The id `pipeline.run` will give this run (it is a content id of pool, config, prompt and backend)."""
+def run_id_for(pool: Any, config: Any, backend: Any, *, budget: Any = None) -> str:
+    """The id `pipeline.run` will give this run (it is a content id of pool, config, prompt and backend).
+
+    Pass the plan when the caller has it already (`pipeline.plan`), so it is not worked out twice.
+    """
     from selectllm_core.pipeline import run_id_of
 
-    return run_id_of(pool, config, backend)
+    return run_id_of(pool, config, backend, budget=budget)
 
 
 def start_run(*, workspace: Path | str, pool_id: str, config: Any, backend: Any, embedder: Any = None,
@@ -67,16 +70,19 @@ def start_run(*, workspace: Path | str, pool_id: str, config: Any, backend: Any,
     """
     from selectllm_core.store import Store
 
-    run_id = run_id_for(Store(workspace).load_pool(pool_id), config, backend)
+    reader = Store(workspace)
+    try:
+        pool = reader.load_pool(pool_id)  # read once: the id needs it, and so does the run
+    finally:
+        reader.close()
+    run_id = run_id_for(pool, config, backend)
 
     def work(job: Job) -> None:
         from selectllm_core.embed import EmbeddingCache
         from selectllm_core.pipeline import run
-        from selectllm_core.store import Store
 
         store = Store(workspace)
         try:
-            pool = store.load_pool(pool_id)
             result = run(pool, config, store=store, backend=backend, embedder=embedder,
                          cache=EmbeddingCache(cache_root), progress=lambda stage, _d, _t: _set_stage(job, stage))
             job.summary = result.summary

@@ -339,10 +339,9 @@ def degradations(store: Store, run_id: str) -> list[str]:
         out.append(f"{unconstrained} of {sum(formats.values())} answered calls were sent without a JSON constraint: "
                    "the server refused response_format, so the studio fell back to plain text and parsed the "
                    "answers (invalid ones are failed subsets, never guessed picks).")
-    notes = [r for r in store.subset_results(run_id) if r.get("note")]
+    notes = store.subset_notes(run_id)  # not every result: the run panel asks this every 2 s while a run works
     if notes:
-        out.append(f"{len(notes)} subset(s) got fewer picks than planned, e.g. subset {notes[0]['subset']}: "
-                   f"{notes[0]['note']}.")
+        out.append(f"{len(notes)} subset(s) got fewer picks than planned, e.g. subset {notes[0][0]}: {notes[0][1]}.")
     return out
 
 

@@ -355,6 +355,12 @@ class Store:
             out.append(rec)
         return out
 
+    def subset_notes(self, run_id: str) -> list[tuple[int, str]]:
+        """(subset, note) of the subsets whose outcome differs from the plan, in subset order."""
+        return [tuple(r) for r in self._query(
+            "SELECT subset, note FROM subset_results WHERE run_id = ? AND note IS NOT NULL AND note != '' "
+            "ORDER BY subset", (run_id,))]
+
     def done_subsets(self, run_id: str) -> set[int]:
         """Subsets with a final outcome (ok, failed or skipped): a resumed run does not call them again.
 
