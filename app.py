@@ -39,8 +39,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from app_pages import _runs  # noqa: E402 - the environment above must be set first
 from app_pages import _shared as shared  # noqa: E402
-from selectllm_core import ui_logic  # noqa: E402
 from selectllm_core.errors import ConfigError, SelectLLMError  # noqa: E402
+from selectllm_core.studio import ui_logic  # noqa: E402
 
 
 def sidebar() -> None:

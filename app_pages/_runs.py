@@ -8,13 +8,13 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _shared as shared
-from selectllm_core import jobs, ui_logic
 from selectllm_core.pipeline import degradations
+from selectllm_core.studio import jobs, ui_logic
 
 
 def preview_subsets(build: shared.MapBuild, budget: Any, backend: Any, n: int) -> list[dict]:
     """Ask the model about the first n subsets without storing anything (a dry run of the prompt)."""
-    from selectllm_core.selection import PromptSpec, select_subset
+    from selectllm_core.select.listwise import PromptSpec, select_subset
 
     cfg, prompt = st.session_state.run_config, st.session_state.prompt
     spec = PromptSpec(prompt["template"], shared.answer_format(), prompt["domain"], cfg["max_tokens"],

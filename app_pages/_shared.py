@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from selectllm_core import ui_logic
 from selectllm_core.embed import EmbeddingCache, SentenceTransformerEmbedder, default_cache_dir, embed_texts
 from selectllm_core.errors import ConfigError, SelectLLMError, WorkspaceError
 from selectllm_core.pipeline import RunConfig
-from selectllm_core.prompts import PRESETS, load_template
+from selectllm_core.select.prompts import PRESETS, load_template
+from selectllm_core.split import SubsetPlan, make_subsets
 from selectllm_core.store import Store, default_workspace
-from selectllm_core.subsets import SubsetPlan, make_subsets
+from selectllm_core.studio import ui_logic
 
 DEMO_FILE = Path(__file__).resolve().parent.parent / "demo" / "dolly_demo.jsonl"
 DEMO_NAME = "Dolly demo"
@@ -89,7 +89,7 @@ def local_backend() -> Any:
 @st.cache_resource(show_spinner=False)
 def warm_up() -> threading.Thread:
     """Once per server: load the embedding model and compile UMAP in the background, so the first map is sooner."""
-    from selectllm_core.projection import warm_up as compile_umap
+    from selectllm_core.embed.projection import warm_up as compile_umap
 
     model = embedder()
 
@@ -113,7 +113,7 @@ def init_session() -> None:
         return
     pools = store().list_pools()
     if pools.empty:
-        from selectllm_core.data import load_pool
+        from selectllm_core.pool.load import load_pool
 
         open_pool(store().save_pool(load_pool(DEMO_FILE, name=DEMO_NAME)).pool_id)
     else:
@@ -245,7 +245,7 @@ def budget_plan() -> Any:
 
 def build_map() -> MapBuild:
     """Embed, split and project the active pool; the first build shows its steps, later ones are instant."""
-    from selectllm_core.projection import ProjectionParams, cached_projection, compute_projection
+    from selectllm_core.embed.projection import ProjectionParams, cached_projection, compute_projection
 
     ss, emb, cache = st.session_state, embedder(), embedding_cache()
     p, budget = pool(ss.pool_id), budget_plan()

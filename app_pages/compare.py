@@ -8,9 +8,12 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _shared as shared
-from selectllm_core import compare, compare_map, jobs, methods, ui_logic
+from selectllm_core import methods
 from selectllm_core.errors import SelectLLMError
 from selectllm_core.pipeline import which_picks
+from selectllm_core.runs import compare
+from selectllm_core.studio import compare_view as compare_map
+from selectllm_core.studio import jobs, ui_logic
 
 ss, store = st.session_state, shared.store()
 st.title("Compare")

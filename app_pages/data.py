@@ -9,10 +9,10 @@ import plotly.express as px
 import streamlit as st
 
 from app_pages import _shared as shared
-from selectllm_core import ui_logic
-from selectllm_core.data import ColumnMap, detect_columns, load_pool
 from selectllm_core.errors import SelectLLMError
-from selectllm_core.formats import parse_bytes
+from selectllm_core.pool.load import ColumnMap, detect_columns, load_pool
+from selectllm_core.pool.readers import parse_bytes
+from selectllm_core.studio import ui_logic
 
 st.title("Data")
 store = shared.store()

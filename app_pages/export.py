@@ -5,10 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import _shared as shared
-from selectllm_core import ui_logic
 from selectllm_core.errors import SelectLLMError
-from selectllm_core.export import FORMATS, export_frame
 from selectllm_core.pipeline import selection_frame
+from selectllm_core.runs.export import FORMATS, export_frame
+from selectllm_core.studio import ui_logic
 
 ss, store = st.session_state, shared.store()
 st.title("Export")

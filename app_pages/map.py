@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _shared as shared
-from selectllm_core import ui_logic
 from selectllm_core.errors import SelectLLMError
+from selectllm_core.studio import ui_logic
 
 ss = st.session_state
 st.title("Map")
@@ -60,7 +60,7 @@ st.subheader("Clusters")
 if build.plan.n_clusters == 0:
     st.info("The random split has no clusters. Choose the diverse or similar split above to see them.")
     st.stop()
-b = build.plan.budget
+b = build.plan.budget_plan
 padding = (f" To make them equal the paper's way, the pool is padded by repeating its first {b.padded} rows; "
            "the row counts here leave the copies out." if b.padded and ss.run_config["split"] == "diverse" else "")
 st.caption(f"{build.plan.n_clusters} clusters of equal size.{padding} Distinctive terms: the words that set a "

@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import _shared as shared
-from selectllm_core import ui_logic
 from selectllm_core.errors import SelectLLMError
-from selectllm_core.prompts import KNOWN, PRESETS, validate
+from selectllm_core.select.prompts import KNOWN, PRESETS, validate
+from selectllm_core.studio import ui_logic
 
 ss = st.session_state
 st.title("Prompt")

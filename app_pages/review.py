@@ -8,8 +8,8 @@ from collections.abc import Iterable
 import streamlit as st
 
 from app_pages import _shared as shared
-from selectllm_core import ui_logic
 from selectllm_core.errors import SelectLLMError
+from selectllm_core.studio import ui_logic
 
 ss, store = st.session_state, shared.store()
 st.title("Review")

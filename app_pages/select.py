@@ -6,8 +6,8 @@ import streamlit as st
 
 from app_pages import _runs
 from app_pages import _shared as shared
-from selectllm_core import jobs
 from selectllm_core.errors import SelectLLMError
+from selectllm_core.studio import jobs
 
 ss, store = st.session_state, shared.store()
 st.title("Select")

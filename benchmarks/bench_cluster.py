@@ -41,7 +41,7 @@ def worker(data: str, case: str, method: str, seed: int) -> dict:
     import _data
     import numpy as np
 
-    from selectllm_core.cluster import equal_size_kmeans
+    from selectllm_core.split.kmeans import equal_size_kmeans
 
     # import what either method uses up front, so that neither pays for imports inside the timing
     for name in ("k_means_constrained", "ortools.graph.python.min_cost_flow", "scipy.sparse.csgraph",

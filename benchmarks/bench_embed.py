@@ -10,7 +10,7 @@ Sections:
   hashing + SQLite writes. Variants run interleaved, their order rotated each round; ratios are medians of the
   per-round ratios.
 - hits: `embed_texts` on a warm cache (same connection, and a freshly opened one) vs computing.
-- fast: the model2vec distillation of all-MiniLM-L6-v2 (selectllm_core.embed_fast): one-off build time, encode
+- fast: the model2vec distillation of all-MiniLM-L6-v2 (selectllm_core.embed.model2vec): one-off build time, encode
   speed vs MiniLM on the same texts, and neighbour overlap at 10 with MiniLM on real instructions.
 - ray (not in the default list): the Ray engine's embedding on this machine vs in-process, same texts.
 Texts: a seeded sample of the real instructions in benchmarks/_data.SOURCES, in the paper's text format.
@@ -36,7 +36,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from benchmarks._data import CACHE_DIR, base_embeddings, data_dir, load_texts  # noqa: E402
 from selectllm_core.embed import EmbeddingCache, SentenceTransformerEmbedder, embed_texts, text_key  # noqa: E402
-from selectllm_core.embed_fast import Model2VecEmbedder, fast_model_id  # noqa: E402
+from selectllm_core.embed.model2vec import Model2VecEmbedder, fast_model_id  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -231,7 +231,7 @@ def section_ray(texts: list[str], args: argparse.Namespace) -> pd.DataFrame:
     """RayEmbedder (one actor per CPU, one torch thread each) vs in-process encode, on this machine."""
     import ray
 
-    from selectllm_core.engines import RayEmbedder
+    from selectllm_core.engines.ray import RayEmbedder
 
     ray.init(include_dashboard=False, log_to_driver=False)
     local = SentenceTransformerEmbedder(batch_size=args.batch_size)

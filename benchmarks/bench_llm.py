@@ -48,10 +48,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from benchmarks._data import data_dir  # noqa: E402
-from selectllm_core.data import format_text, read_table  # noqa: E402
 from selectllm_core.llm import OpenAICompatibleBackend, bundled_model_path  # noqa: E402
-from selectllm_core.prompts import PRESETS  # noqa: E402
-from selectllm_core.selection import Candidate, PromptSpec, execute  # noqa: E402
+from selectllm_core.pool.load import format_text, read_table  # noqa: E402
+from selectllm_core.select.listwise import Candidate, PromptSpec, execute  # noqa: E402
+from selectllm_core.select.prompts import PRESETS  # noqa: E402
 from selectllm_core.store import Store  # noqa: E402
 
 PAPER_COST_3K = 2.82  # USD, the paper's SelectLLM 3k selection with gpt-3.5-turbo-1106

@@ -45,12 +45,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from benchmarks._data import SOURCES, _rows, base_embeddings, data_dir, jittered_pool  # noqa: E402
-from selectllm_core import ui_logic  # noqa: E402
-from selectllm_core.data import load_pool  # noqa: E402
 from selectllm_core.embed import BUNDLED_MODEL, EmbeddingCache, embed_texts, text_key  # noqa: E402
-from selectllm_core.projection import ProjectionParams, compute_projection, projection_key  # noqa: E402
+from selectllm_core.embed.projection import ProjectionParams, compute_projection, projection_key  # noqa: E402
+from selectllm_core.pool.load import load_pool  # noqa: E402
+from selectllm_core.split import make_subsets, plan_budget  # noqa: E402
 from selectllm_core.store import Store  # noqa: E402
-from selectllm_core.subsets import make_subsets, plan_budget  # noqa: E402
+from selectllm_core.studio import ui_logic  # noqa: E402
 
 SIGMA = 0.02
 

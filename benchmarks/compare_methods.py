@@ -28,13 +28,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from benchmarks._data import data_dir  # noqa: E402
-from selectllm_core import compare, methods  # noqa: E402
-from selectllm_core.compare import markdown_table  # noqa: E402
-from selectllm_core.data import load_pool  # noqa: E402
+from selectllm_core import methods
 from selectllm_core.embed import EmbeddingCache, SentenceTransformerEmbedder, embed_texts  # noqa: E402
 from selectllm_core.llm import make_backend  # noqa: E402
 from selectllm_core.pipeline import RunConfig  # noqa: E402
 from selectllm_core.pipeline import run as run_selectllm  # noqa: E402
+from selectllm_core.pool.load import load_pool  # noqa: E402
+from selectllm_core.runs import compare  # noqa: E402
+from selectllm_core.runs.compare import markdown_table  # noqa: E402
 from selectllm_core.store import Store  # noqa: E402
 
 

@@ -83,7 +83,7 @@ def analyse(root: Path):
             resolved = ".".join(parts)
             if resolved == name:
                 continue
-            if fn and not type_only and (name, line) not in {(n, l) for n, l, _ in in_function}:
+            if fn and not type_only and (name, line) not in {(n, ln) for n, ln, _ in in_function}:
                 in_function.append((name, line, resolved))
             if not type_only:
                 graph[name].add(resolved)

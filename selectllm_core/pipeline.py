@@ -22,15 +22,14 @@ from typing import Any
 
 import pandas as pd
 
-from selectllm_core.context import subset_cap
-from selectllm_core.data import Pool
-from selectllm_core.embed import EmbeddingCache, EmbedResult, embed_texts
-from selectllm_core.embed_fast import embedder_for
+from selectllm_core.embed import EmbeddingCache, EmbedResult, embed_texts, embedder_for
 from selectllm_core.errors import ExportError
-from selectllm_core.prompts import check, load_template
-from selectllm_core.selection import Candidate, PromptSpec, execute, finalize
+from selectllm_core.pool.load import Pool
+from selectllm_core.select.context import subset_cap
+from selectllm_core.select.listwise import Candidate, PromptSpec, execute, finalize
+from selectllm_core.select.prompts import check, load_template
+from selectllm_core.split import BudgetPlan, make_subsets, plan_budget
 from selectllm_core.store import PoolSaved, Store
-from selectllm_core.subsets import Budget, make_subsets, plan_budget
 
 StageProgress = Callable[[str, int, int], None]
 METHOD = "selectllm"
@@ -60,7 +59,7 @@ class RunResult:
 
     run_id: str
     pool_id: str
-    budget: Budget
+    plan: BudgetPlan
     summary: dict
     stats: dict = field(default_factory=dict)
     store: Store | None = field(default=None, repr=False)
@@ -69,7 +68,7 @@ class RunResult:
 
 def load(source: Any, *, store: Store, columns: Any = None, name: str | None = None) -> Any:
     """Load a pool file (or DataFrame) and save it to the workspace."""
-    from selectllm_core.data import load_pool
+    from selectllm_core.pool.load import load_pool
 
     pool = load_pool(source, columns=columns, name=name)
     store.save_pool(pool)
@@ -81,7 +80,7 @@ def column_map(source: Any, *, instruction: str | None = None, input: str | None
     """A ColumnMap with some columns named by the curator and the rest detected (None when none is named)."""
     from dataclasses import replace
 
-    from selectllm_core.data import ColumnMap, PoolError, detect_columns, read_table
+    from selectllm_core.pool.load import ColumnMap, PoolError, detect_columns, read_table
 
     if not (instruction or input or id):
         return None
@@ -100,7 +99,7 @@ def embed(pool: Any, *, embed_model: str | None = None, embedder: Any = None,
     """Embed a pool's `text` column through the cache (engine "ray": the misses on Ray actors)."""
     step = (lambda d, t: progress("embed", d, t)) if progress else None
     if engine == "ray":
-        from selectllm_core.engines import embed_texts_with_ray
+        from selectllm_core.engines.ray import embed_texts_with_ray
 
         return embed_texts_with_ray(pool.frame["text"].tolist(), embed_model=embed_model, embedder=embedder,
                                     cache=cache, progress=step)
@@ -132,7 +131,7 @@ def sample_pool(pool: Any, size: int, *, seed: int = 0) -> Any:
     return replace(pool, frame=frame, name=f"{pool.name} (sample of {size}, seed {seed})")
 
 
-def plan(pool: Pool, config: RunConfig, *, backend: Any) -> Budget:
+def plan(pool: Pool, config: RunConfig, *, backend: Any) -> BudgetPlan:
     """The budget plan of a run, its subset size capped so every prompt fits the backend's context window.
 
     The CLI's `plan`, the app's pages and `run` all plan through here, so they show the same numbers.
@@ -144,7 +143,7 @@ def plan(pool: Pool, config: RunConfig, *, backend: Any) -> Budget:
                        picks_per_subset=config.picks_per_subset, max_subset_size=cap.size, cap_reason=cap.reason())
 
 
-def run_id_of(pool: Pool, config: RunConfig, backend: Any, *, budget: Budget | None = None) -> str:
+def run_id_of(pool: Pool, config: RunConfig, backend: Any, *, budget: BudgetPlan | None = None) -> str:
     """The id `run` gives this run of this pool (the app shows and resumes runs by it)."""
     budget = budget or plan(pool, config, backend=backend)
     template, _fmt = load_template(config.prompt)
@@ -238,7 +237,7 @@ def run(
     calls_before = store.count_calls(run_id)
     step = (lambda d, t, _c: progress("select", d, t)) if progress else None
     if engine == "ray":
-        from selectllm_core.engines import execute_with_ray as run_subsets
+        from selectllm_core.engines.ray import execute_with_ray as run_subsets
     else:
         run_subsets = execute
     run_subsets(store, run_id, _subsets_from_plan(store, run_id, pool), backend=backend,
@@ -248,7 +247,7 @@ def run(
     stats.update(llm_calls_new=store.count_calls(run_id) - calls_before, llm_seconds=time.perf_counter() - t0)
     # 5. trim to the budget
     summary = finalize(store, run_id, budget.budget)
-    return RunResult(run_id=run_id, pool_id=pool.pool_id, budget=budget, summary=summary, stats=stats, store=store,
+    return RunResult(run_id=run_id, pool_id=pool.pool_id, plan=budget, summary=summary, stats=stats, store=store,
                      pool_saved=saved)
 
 
@@ -389,7 +388,7 @@ def export_run(store: Store, run_id: str, out: str | Path, *, fmt: str | None = 
     Returns:
         An export.ExportResult.
     """
-    from selectllm_core.export import write_export
+    from selectllm_core.runs.export import write_export
 
     frame = selection_frame(store, run_id, which=which)
     kwargs = {"fmt": fmt} if fmt else {}

@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from selectllm_core.data import ColumnMap, Pool, PoolReport, format_text, plain_value, pool_digest, pool_records
 from selectllm_core.errors import WorkspaceError
+from selectllm_core.pool.load import ColumnMap, Pool, PoolReport, format_text, plain_value, pool_digest, pool_records
 
 SCHEMA_VERSION = "2"
 DECISIONS = ("accepted", "rejected", "pending")

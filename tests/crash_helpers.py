@@ -32,8 +32,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from selectllm_core import pipeline  # noqa: E402
-from selectllm_core.data import load_pool  # noqa: E402
 from selectllm_core.embed import EmbeddingCache  # noqa: E402
+from selectllm_core.pool.load import load_pool  # noqa: E402
 from selectllm_core.store import Store  # noqa: E402
 from tests.conftest import FakeEmbedder  # noqa: E402
 from tests.fakes import ScriptedBackend  # noqa: E402
@@ -154,7 +154,7 @@ def _fork_job(job: dict) -> dict:
 
 def _warm_up() -> None:
     """Import and exercise the clustering libraries once (no files opened), so forked workers start fast."""
-    from selectllm_core.subsets import make_subsets, plan_budget
+    from selectllm_core.split import make_subsets, plan_budget
 
     vectors = FakeEmbedder().encode([f"warm-up {i}" for i in range(30)])
     budget = plan_budget(len(vectors), CONFIG.budget, subset_size=CONFIG.subset_size)

@@ -16,7 +16,7 @@ import streamlit as st
 from conftest import FakeEmbedder
 from streamlit.testing.v1 import AppTest
 
-from selectllm_core.data import load_pool
+from selectllm_core.pool.load import load_pool
 from selectllm_core.store import Store
 
 REPO = Path(__file__).resolve().parent.parent

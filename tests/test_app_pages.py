@@ -19,12 +19,12 @@ import streamlit as st
 from conftest import FakeEmbedder
 from streamlit.testing.v1 import AppTest
 
-from selectllm_core import jobs
-from selectllm_core.data import load_pool
 from selectllm_core.embed import EmbeddingCache
 from selectllm_core.llm import ChatResult
 from selectllm_core.pipeline import RunConfig, run
+from selectllm_core.pool.load import load_pool
 from selectllm_core.store import Store
+from selectllm_core.studio import jobs
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the app's own modules (pages/_shared.py) live beside app.py
@@ -263,7 +263,7 @@ def test_export_page_serves_what_the_cli_writes(seeded: dict, tmp_path: Path) ->
     from click.testing import CliRunner
 
     from selectllm_core.cli import main
-    from selectllm_core.ui_logic import export_bytes
+    from selectllm_core.studio.ui_logic import export_bytes
 
     store, run_id = seeded["store"], seeded["run_id"]
     at = open_page("app_pages/export.py")
@@ -320,8 +320,8 @@ def test_compare_page_asks_for_a_second_run_first(seeded: dict) -> None:
 
 
 def test_compare_page_runs_a_method_and_compares_it_with_selectllm(seeded: dict) -> None:
-    from selectllm_core import compare
     from selectllm_core.pipeline import selection_frame
+    from selectllm_core.runs import compare
 
     store, selectllm = seeded["store"], seeded["run_id"]
     at = open_page("app_pages/compare.py")

@@ -15,7 +15,7 @@ from fake_openai_server import FakeOpenAIServer
 from selectllm_core.errors import BackendError, BackendUnavailable, CapabilityError, ConfigError
 from selectllm_core.llm import LocalLlamaBackend, OpenAICompatibleBackend, make_backend, top_logprobs_of
 from selectllm_core.llm.openai_compat import safe_url
-from selectllm_core.parsing import parse_answer
+from selectllm_core.select.parsing import parse_answer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -159,9 +159,9 @@ def test_auto_json_mode_falls_back_to_plain_prompt(fake: FakeOpenAIServer) -> No
 def test_a_run_records_per_call_that_the_server_refused_json_mode(fake: FakeOpenAIServer, tmp_path) -> None:
     from conftest import FakeEmbedder
 
-    from selectllm_core.data import load_pool
     from selectllm_core.embed import EmbeddingCache
     from selectllm_core.pipeline import RunConfig, degradations, export_run, manifest, run
+    from selectllm_core.pool.load import load_pool
     from selectllm_core.store import Store
 
     fake.reject_formats = {"json_schema", "json_object"}

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from selectllm_core.data import LONG_TEXT, load_pool
 from selectllm_core.errors import PoolError
+from selectllm_core.pool.load import LONG_TEXT, load_pool
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BAD = FIXTURES / "bad_inputs"

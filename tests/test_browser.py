@@ -56,7 +56,7 @@ def _small_pool(tmp: Path) -> Path:
 
 def _hover_shows_text(page) -> None:  # noqa: ANN001
     """Hover the hostile row's point (found through customdata): its label shows the HTML as text."""
-    from selectllm_core.data import content_id
+    from selectllm_core.pool.load import content_id
 
     page.locator(".js-plotly-plot .nsewdrag").first.wait_for(timeout=LONG)
     spot = page.evaluate("""(rowId) => {
@@ -130,7 +130,7 @@ def _box_select(page) -> None:  # noqa: ANN001
 def test_curator_walks_from_demo_map_to_exported_csv(server: dict) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from selectllm_core.export import restore_formulas
+    from selectllm_core.runs.export import restore_formulas
     from selectllm_core.store import Store
 
     dialogs: list[str] = []

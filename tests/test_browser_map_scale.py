@@ -86,9 +86,9 @@ def _seed(shared_data: Path, tmp: Path) -> tuple[pd.DataFrame, np.ndarray]:
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from selectllm_core.data import load_pool
     from selectllm_core.embed import BUNDLED_MODEL, EmbeddingCache, text_key
-    from selectllm_core.projection import compute_projection, store_projection
+    from selectllm_core.embed.projection import compute_projection, store_projection
+    from selectllm_core.pool.load import load_pool
     from selectllm_core.store import Store
 
     base = _base_rows(shared_data)

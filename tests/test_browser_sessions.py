@@ -30,9 +30,9 @@ from browser_support import CHROMIUM, CHROMIUM_ARGS, LONG, REPO, assert_clean_lo
 from conftest import FakeEmbedder
 from fakes import ScriptedBackend
 
-from selectllm_core.data import load_pool
 from selectllm_core.embed import EmbeddingCache
 from selectllm_core.pipeline import RunConfig, run
+from selectllm_core.pool.load import load_pool
 from selectllm_core.store import Store
 
 pytestmark = pytest.mark.browser

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from selectllm_core import cluster
-from selectllm_core.cluster import EqualSizeResult, equal_size_kmeans
 from selectllm_core.errors import ConfigError
+from selectllm_core.split import kmeans as cluster
+from selectllm_core.split.kmeans import EqualSizeResult, equal_size_kmeans
 
 
 def _blobs(n: int = 600, d: int = 8, k: int = 6, seed: int = 0) -> np.ndarray:

@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from selectllm_core import compare, methods
-from selectllm_core.data import load_pool
+from selectllm_core import methods
 from selectllm_core.errors import ConfigError
 from selectllm_core.pipeline import RunConfig
 from selectllm_core.pipeline import run as run_selectllm
+from selectllm_core.pool.load import load_pool
+from selectllm_core.runs import compare
 from selectllm_core.store import Store
 from tests.fakes import ScriptedBackend
 from tests.test_methods import dolly_frame
@@ -124,7 +125,7 @@ def test_compare_refuses_one_run_or_two_pools(runs: dict, shared_data: Path) -> 
 def test_cli_compare_prints_the_table(runs: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     from selectllm_core import embed
     from selectllm_core.cli import main
-    from selectllm_core.cli_methods import register
+    from selectllm_core.cli.methods import register
     from tests.conftest import FakeEmbedder
 
     register(main)
@@ -140,7 +141,7 @@ def test_cli_compare_prints_the_table(runs: dict, monkeypatch: pytest.MonkeyPatc
 
 
 def test_run_labels_are_the_title_then_the_setting_then_the_id() -> None:
-    from selectllm_core.compare_map import run_labels
+    from selectllm_core.studio.compare_view import run_labels
 
     runs = {"run-aaaa1111": {"method": "selectllm"}, "random-bbbb2222": {"method": "random"},
             "random-cccc3333": {"method": "random"}, "coreset-dddd4444": {"method": "coreset"},
@@ -154,7 +155,7 @@ def test_run_labels_are_the_title_then_the_setting_then_the_id() -> None:
 
 
 def test_map_layers_hold_each_runs_picks_with_escaped_text() -> None:
-    from selectllm_core.compare_map import Layer, layer_ids, map_points, overlay_figure, panels_figure
+    from selectllm_core.studio.compare_view import Layer, layer_ids, map_points, overlay_figure, panels_figure
 
     pool = pd.DataFrame({"id": ["a", "b", "c", "d"], "instruction": ["A", "B", "<b>C", "D"],
                          "input": ["", "", "", "in"]})
@@ -178,7 +179,7 @@ def test_map_layers_hold_each_runs_picks_with_escaped_text() -> None:
 def test_map_picks_are_hoverable_above_a_silent_pool() -> None:
     """What a curator hovering a pick relies on: the grey pool is drawn first (under the picks) and never takes the
     hover, and every pick trace shows one label per pick, in both layouts."""
-    from selectllm_core.compare_map import Layer, map_points, overlay_figure, panels_figure
+    from selectllm_core.studio.compare_view import Layer, map_points, overlay_figure, panels_figure
 
     pool = pd.DataFrame({"id": ["a", "b", "c"], "instruction": ["A", "B", "C"], "input": ["", "", ""]})
     frame = map_points(pool, np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]]))

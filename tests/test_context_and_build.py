@@ -17,16 +17,16 @@ import pytest
 from conftest import FakeEmbedder
 from fakes import ScriptedBackend
 
-from selectllm_core.context import ASSUMED_WINDOW, context_window, subset_cap
-from selectllm_core.data import load_pool
 from selectllm_core.embed import EmbeddingCache
 from selectllm_core.errors import ConfigError, PromptTooLong
 from selectllm_core.llm import LocalLlamaBackend, OpenAICompatibleBackend
 from selectllm_core.pipeline import RunConfig, degradations, plan, run
-from selectllm_core.prompts import load_template
-from selectllm_core.selection import Candidate, PromptSpec, execute, select_subset
+from selectllm_core.pool.load import load_pool
+from selectllm_core.select.context import ASSUMED_WINDOW, context_window, subset_cap
+from selectllm_core.select.listwise import Candidate, PromptSpec, execute, select_subset
+from selectllm_core.select.prompts import load_template
+from selectllm_core.split import plan_budget
 from selectllm_core.store import Store
-from selectllm_core.subsets import plan_budget
 
 REPO = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("build_llama", REPO / "scripts" / "build_llama.py")

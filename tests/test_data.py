@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from selectllm_core.data import ColumnMap, content_id, detect_columns, format_text, load_pool, read_table
 from selectllm_core.errors import PoolError
+from selectllm_core.pool.load import ColumnMap, content_id, detect_columns, format_text, load_pool, read_table
 
 POOLS = Path(__file__).parent / "fixtures" / "pools"
 ALPACA_FILES = ["alpaca.jsonl", "alpaca.jsonl.gz", "alpaca.json", "alpaca.csv", "alpaca.csv.gz", "alpaca.tsv",

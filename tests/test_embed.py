@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selectllm_core.data import format_text, read_table
-from selectllm_core.embed import BUNDLED_MODEL, EmbeddingCache, SentenceTransformerEmbedder, embed_texts
-from selectllm_core.embed_fast import Model2VecEmbedder, embedder_for, fast_model_id
+from selectllm_core.embed import BUNDLED_MODEL, EmbeddingCache, SentenceTransformerEmbedder, embed_texts, embedder_for
+from selectllm_core.embed.model2vec import Model2VecEmbedder, fast_model_id
+from selectllm_core.pool.load import format_text, read_table
 from tests.conftest import FakeEmbedder
 
 TEXTS = [format_text(f"Instruction {i}: explain topic {i % 4}.") for i in range(10)]
@@ -90,7 +90,7 @@ def test_fast_embedder_builds_once_into_its_folder_and_caches_apart(tmp_path: Pa
     from model2vec import StaticModel
     from tokenizers import Tokenizer
 
-    from selectllm_core import embed_fast
+    from selectllm_core.embed import model2vec as embed_fast
 
     builds: list[Path] = []
 

@@ -20,8 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from selectllm_core.cli import main
-from selectllm_core.data import load_pool
 from selectllm_core.errors import PoolError
+from selectllm_core.pool.load import load_pool
 
 ROWS = [  # (instruction, input); every character is in cp1252
     ("Écris une phrase sur l’été à Paris pour 5 €.", ""),

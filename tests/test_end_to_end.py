@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selectllm_core.data import load_pool
 from selectllm_core.embed import BUNDLED_MODEL, EmbeddingCache, text_key
 from selectllm_core.pipeline import sample_pool
+from selectllm_core.pool.load import load_pool
+from selectllm_core.split import make_subsets, plan_budget
 from selectllm_core.store import Store
-from selectllm_core.subsets import make_subsets, plan_budget
 from tests.test_subsets import check_diverse_invariants
 
 pytestmark = pytest.mark.slow

@@ -20,14 +20,14 @@ import pytest
 from selectllm_core import pipeline
 from selectllm_core.embed import EmbeddingCache, embed_texts
 from selectllm_core.errors import BackendError, ConfigError
-from selectllm_core.prompts import PRESETS
-from selectllm_core.selection import Candidate, PromptSpec, execute, select_subset
+from selectllm_core.select.listwise import Candidate, PromptSpec, execute, select_subset
+from selectllm_core.select.prompts import PRESETS
 from selectllm_core.store import Store
 from tests.conftest import FakeEmbedder
 from tests.fakes import ScriptedBackend
 
 ray = pytest.importorskip("ray")
-engines = pytest.importorskip("selectllm_core.engines")
+engines = pytest.importorskip("selectllm_core.engines.ray")
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = PromptSpec(PRESETS["default"].template, "json")

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selectllm_core import export
 from selectllm_core.errors import ExportError
-from selectllm_core.export import (
+from selectllm_core.runs import export
+from selectllm_core.runs.export import (
     EXPORT_COLUMNS,
     FORMATS,
     export_frame,

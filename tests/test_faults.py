@@ -21,12 +21,12 @@ import pytest
 from fake_openai_server import FakeOpenAIServer
 
 from selectllm_core import pipeline
-from selectllm_core.data import load_pool
 from selectllm_core.embed import EmbeddingCache
 from selectllm_core.errors import BackendError
 from selectllm_core.llm import OpenAICompatibleBackend
-from selectllm_core.prompts import PRESETS, render
-from selectllm_core.selection import presentation_order
+from selectllm_core.pool.load import load_pool
+from selectllm_core.select.listwise import presentation_order
+from selectllm_core.select.prompts import PRESETS, render
 from selectllm_core.store import Store
 from tests.conftest import FakeEmbedder
 

@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 
 from selectllm_core import pipeline
-from selectllm_core.data import load_pool
 from selectllm_core.embed import EmbeddingCache
-from selectllm_core.export import restore_formulas
-from selectllm_core.prompts import PRESETS
-from selectllm_core.selection import Candidate, PromptSpec, execute, finalize, presentation_order
+from selectllm_core.pool.load import load_pool
+from selectllm_core.runs.export import restore_formulas
+from selectllm_core.select.listwise import Candidate, PromptSpec, execute, finalize, presentation_order
+from selectllm_core.select.prompts import PRESETS
 from selectllm_core.store import Store
 from tests.conftest import FakeEmbedder
 from tests.fakes import ScriptedBackend, first_k_json

@@ -19,7 +19,7 @@ import pytest
 
 from selectllm_core.errors import BackendUnavailable
 from selectllm_core.llm import LocalLlamaBackend, OpenAICompatibleBackend, bundled_model_path
-from selectllm_core.parsing import parse_answer
+from selectllm_core.select.parsing import parse_answer
 
 pytestmark = pytest.mark.slow
 

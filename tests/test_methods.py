@@ -15,12 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 from selectllm_core import methods
-from selectllm_core.data import load_pool
 from selectllm_core.errors import CapabilityError, ConfigError
 from selectllm_core.llm.base import ChatResult
 from selectllm_core.methods import alpagasus, selectit
 from selectllm_core.methods.coreset import k_center_greedy
 from selectllm_core.methods.deita import deita_filter
+from selectllm_core.pool.load import load_pool
 from selectllm_core.store import Store
 
 BUDGET = 25
@@ -351,7 +351,7 @@ def test_runner_validates_at_the_boundary(pool, store: Store) -> None:  # noqa: 
 
 def test_cli_runs_a_method_and_exports_with_a_repeatable_manifest(shared_data: Path, tmp_path: Path) -> None:
     from selectllm_core.cli import main
-    from selectllm_core.cli_methods import register
+    from selectllm_core.cli.methods import register
 
     register(main)
     path = tmp_path / "pool.jsonl"

@@ -21,12 +21,12 @@ import pytest
 from conftest import FakeEmbedder
 from streamlit.testing.v1 import AppTest
 
-from selectllm_core import jobs
 from selectllm_core.errors import ModelCrashed
 from selectllm_core.llm import LocalLlamaBackend, bundled_model_path
 from selectllm_core.llm.local import model_process, stop_model_processes
 from selectllm_core.pipeline import RunConfig
 from selectllm_core.store import Store
+from selectllm_core.studio import jobs
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -135,7 +135,7 @@ def test_the_studio_keeps_serving_and_shows_the_crash(local: LocalLlamaBackend, 
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import streamlit as st
 
-    from selectllm_core.data import load_pool
+    from selectllm_core.pool.load import load_pool
 
     st.cache_data.clear()
     st.cache_resource.clear()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from selectllm_core.parsing import ParsedAnswer, parse_answer, repair_message
+from selectllm_core.select.parsing import ParsedAnswer, parse_answer, repair_message
 
 REPEATED_PROMPT = """[1]
 ### Instruction: Write a poem about the sea.

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from test_app_pages import open_page, seeded  # noqa: F401 - the seeded workspace fixture
 
 from selectllm_core.cli import main
-from selectllm_core.data import load_pool
+from selectllm_core.pool.load import load_pool
 from selectllm_core.store import Store
 
 REPO = Path(__file__).resolve().parent.parent

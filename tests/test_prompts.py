@@ -7,7 +7,7 @@ import json
 import pytest
 
 from selectllm_core.errors import PromptError
-from selectllm_core.prompts import PRESETS, answer_schema, check, load_template, render, validate
+from selectllm_core.select.prompts import PRESETS, answer_schema, check, load_template, render, validate
 
 CANDIDATES = [("Name three birds.", ""), ("Summarise this.", "A long text."), ("Say hi {k}.", "")]
 

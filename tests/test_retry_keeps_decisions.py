@@ -14,9 +14,9 @@ import pandas as pd
 from conftest import FakeEmbedder
 from fakes import ScriptedBackend, first_k_json
 
-from selectllm_core.data import load_pool
 from selectllm_core.embed import EmbeddingCache
 from selectllm_core.pipeline import RunConfig, export_run, retry_failed, run
+from selectllm_core.pool.load import load_pool
 from selectllm_core.store import Store
 
 REPO = Path(__file__).resolve().parent.parent

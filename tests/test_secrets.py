@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 from fake_openai_server import FakeOpenAIServer
 
-from selectllm_core.data import load_pool
 from selectllm_core.embed import BUNDLED_MODEL, EmbeddingCache, text_key
+from selectllm_core.pool.load import load_pool
 from selectllm_core.store import Store
 from tests.conftest import FakeEmbedder
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from selectllm_core.errors import BackendError
-from selectllm_core.prompts import PRESETS
-from selectllm_core.selection import Candidate, PromptSpec, execute, finalize, presentation_order, trim_picks
+from selectllm_core.select.listwise import Candidate, PromptSpec, execute, finalize, presentation_order, trim_picks
+from selectllm_core.select.prompts import PRESETS
 from selectllm_core.store import Store
 from tests.fakes import ScriptedBackend, shown_instructions
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from selectllm_core.errors import ConfigError
-from selectllm_core.subsets import make_subsets, plan_budget
+from selectllm_core.split import make_subsets, plan_budget
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,7 @@ def check_diverse_invariants(plan) -> None:  # noqa: ANN001
     """Padded layout: equal cluster sizes, and each subset holds exactly one member of every cluster."""
     labels = plan.padded_clusters
     sizes = np.bincount(labels, minlength=plan.n_clusters)
-    assert (sizes == plan.budget.n_subsets).all(), sizes
+    assert (sizes == plan.budget_plan.n_subsets).all(), sizes
     for members in plan.padded_subsets:
         assert sorted(labels[members]) == list(range(plan.n_clusters))
 
@@ -72,7 +72,7 @@ def check_diverse_invariants(plan) -> None:  # noqa: ANN001
 def test_diverse_split_invariants_with_padding() -> None:
     x = blobs(203)
     plan = make_subsets(x, plan_budget(203, 20, subset_size=11), strategy="diverse", random_state=1)
-    assert plan.budget.padded == 6  # 19 subsets x 11 = 209 cells for 203 rows
+    assert plan.budget_plan.padded == 6  # 19 subsets x 11 = 209 cells for 203 rows
     check_diverse_invariants(plan)
     # padding copies are dropped from what the model sees, spread so no subset loses more than one
     assert max(11 - len(s) for s in plan.subsets) <= 1

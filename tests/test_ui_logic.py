@@ -17,14 +17,14 @@ import pytest
 from conftest import FakeEmbedder
 from streamlit.util import ReadOnlyAttributeDictionary
 
-from selectllm_core import jobs, projection, ui_logic
-from selectllm_core.data import load_pool
-from selectllm_core.embed import EmbeddingCache
+from selectllm_core.embed import EmbeddingCache, projection
 from selectllm_core.errors import BackendError, ConfigError
 from selectllm_core.llm import ChatResult
 from selectllm_core.pipeline import RunConfig, run
-from selectllm_core.prompts import PRESETS, load_template
+from selectllm_core.pool.load import load_pool
+from selectllm_core.select.prompts import PRESETS, load_template
 from selectllm_core.store import Store
+from selectllm_core.studio import jobs, ui_logic
 
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "dolly_demo.jsonl"
 

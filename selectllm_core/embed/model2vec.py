@@ -7,7 +7,7 @@ agreement measured on real instructions). Use it to map and split pools too larg
 
 Its `model_id` differs from MiniLM's, so the embedding cache never mixes the two.
 
-    from selectllm_core.embed_fast import Model2VecEmbedder
+    from selectllm_core.embed.model2vec import Model2VecEmbedder
     embed_texts(texts, embedder=Model2VecEmbedder())        # builds the model on first use
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from selectllm_core import embed
-from selectllm_core.embed import BUNDLED_MODEL, bundled_model_path, default_cache_dir
+from selectllm_core.embed.cache import default_cache_dir
+from selectllm_core.embed.minilm import BUNDLED_MODEL, bundled_model_path
 from selectllm_core.errors import ConfigError
 
 FAST_NAMES = ("model2vec", "fast")
@@ -123,17 +123,3 @@ class Model2VecEmbedder:
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
-
-
-def embedder_for(name: str | None = None) -> Any:
-    """The embedder a name asks for: "model2vec" (or "fast") for the distilled one, else sentence-transformers.
-
-    Args:
-        name: None (bundled all-MiniLM-L6-v2), "model2vec"/"fast", or a sentence-transformers model name/folder.
-
-    Returns:
-        An Embedder; nothing is loaded until the first encode.
-    """
-    if name in FAST_NAMES:
-        return Model2VecEmbedder()
-    return embed.SentenceTransformerEmbedder(name)  # looked up now, so a test can swap it

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from selectllm_core.errors import BackendError, PromptTooLong
-from selectllm_core.parsing import parse_answer, repair_message
-from selectllm_core.prompts import answer_schema, render
+from selectllm_core.select.parsing import parse_answer, repair_message
+from selectllm_core.select.prompts import answer_schema, render
 
 Progress = Callable[[int, int, dict], None]
 MAX_CONSECUTIVE_ERRORS = 3

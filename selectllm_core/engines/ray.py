@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from selectllm_core.errors import BackendError, ConfigError
-from selectllm_core.selection import (
+from selectllm_core.select.listwise import (
     MAX_CONSECUTIVE_ERRORS,
     Candidate,
     Progress,
@@ -171,8 +171,7 @@ def embed_texts_with_ray(texts: Sequence[str], *, embed_model: str | None = None
     Returns:
         The EmbedResult embed_texts returns.
     """
-    from selectllm_core.embed import embed_texts
-    from selectllm_core.embed_fast import embedder_for
+    from selectllm_core.embed import embed_texts, embedder_for
 
     factory = functools.partial(embedder_for, embed_model) if embedder is None else functools.partial(_same, embedder)
     with RayEmbedder(factory, workers=workers) as ray_embedder:

@@ -1,6 +1,6 @@
 """Load and validate an instruction pool into one DataFrame: id, instruction, input, text, then the extra columns.
 
-Files are read by `selectllm_core.formats` (CSV, TSV, JSONL, JSON, Parquet, each optionally .gz). Encoding: UTF-8
+Files are read by `selectllm_core.pool.readers` (CSV, TSV, JSONL, JSON, Parquet, each optionally .gz). Encoding: UTF-8
 (BOM or not) or BOM-marked UTF-16; other text is read as Windows-1252 (Latin-1 for the five bytes cp1252 leaves
 undefined), always in that order, and a report note names the encoding and the first non-UTF-8 byte. Ids come from
 the decoded text. NUL bytes are removed from values (the rows are listed in a note); binary files are refused.
@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from selectllm_core.errors import PoolError
-from selectllm_core.formats import FORMATS, RawTable, parse_bytes, preview, to_json
+from selectllm_core.pool.readers import FORMATS, RawTable, parse_bytes, preview, to_json
 
 CORE_COLUMNS = ("id", "instruction", "input", "text")
 LONG_TEXT = 20_000  # characters; the embedding model reads only the first few hundred words

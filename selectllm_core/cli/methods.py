@@ -197,8 +197,8 @@ def _compare_command(cli: ModuleType) -> click.Command:
 
 
 def _compare(run_ids: list[str], workspace: str | None, o: dict, cli: ModuleType) -> None:
-    from selectllm_core.compare import compare_runs, to_markdown
     from selectllm_core.embed import SentenceTransformerEmbedder
+    from selectllm_core.runs.compare import compare_runs, to_markdown
 
     c = compare_runs(cli._store(workspace), run_ids, embedder=SentenceTransformerEmbedder(o["embed_model"]),
                      clusters=o["clusters"], n_clusters=o["n_clusters"], price_per_1k=o["price_per_1k"],

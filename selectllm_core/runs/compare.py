@@ -196,7 +196,7 @@ def _clusters(store: Store, runs: list[dict], frame: pd.DataFrame, vectors: np.n
 
 def _shared_kmeans(vectors: np.ndarray, n_clusters: int, seed: int) -> tuple[np.ndarray, int, str]:
     """Equal-size k-means of the pool, padded with its first rows to a multiple of n_clusters (as the paper)."""
-    from selectllm_core.cluster import equal_size_kmeans
+    from selectllm_core.split.kmeans import equal_size_kmeans
 
     n = len(vectors)
     if not 1 <= n_clusters <= n:

@@ -82,8 +82,8 @@ def _backend(backend: str, model: str | None, base_url: str | None, api_key_env:
 
 def _pool(store: Any, source: str, columns: dict | None = None) -> Any:
     """A pool from a file (columns detected unless named; the run saves it), or from the workspace by pool id."""
-    from selectllm_core.data import load_pool
     from selectllm_core.pipeline import column_map
+    from selectllm_core.pool.load import load_pool
 
     if not Path(source).exists() and not any(c in source for c in "/\\."):
         return store.load_pool(source)
@@ -161,8 +161,8 @@ def load(pool: str, workspace: str | None, columns: dict) -> None:
 
 
 def _load(pool: str, workspace: str | None, columns: dict) -> None:
-    from selectllm_core.data import load_pool
     from selectllm_core.pipeline import column_map
+    from selectllm_core.pool.load import load_pool
 
     p = load_pool(pool, columns=column_map(pool, **columns))  # always a file: `load` stores what it reads
     saved = _store(workspace).save_pool(p)
@@ -238,7 +238,7 @@ def _plan(pool: str, budget: int, subset_size: int | None, picks_per_subset: int
     from selectllm_core.pipeline import RunConfig
     from selectllm_core.pipeline import embed as embed_pool
     from selectllm_core.pipeline import plan as plan_run
-    from selectllm_core.subsets import make_subsets
+    from selectllm_core.split import make_subsets
 
     p = _pool(_store(workspace), pool, columns)
     backend = _backend(b["backend"], b["model"], b["base_url"], b["api_key_env"], b["concurrency"],
@@ -304,7 +304,7 @@ def _run(pool: str, workspace: str | None, columns: dict, o: dict) -> None:
     p = _pool(store, pool, columns)
     result = run_pipeline(p, config, store=store, backend=backend, progress=_Bars(), engine=o["engine"])
     out = {"run_id": result.run_id, "pool_id": result.pool_id, "pool": result.pool_saved.message,
-           "plan": result.budget.describe(), **result.summary, "stats": result.stats}
+           "plan": result.plan.describe(), **result.summary, "stats": result.stats}
     if not o["no_export"] and result.summary["selected"]:
         target = o["out"] or f"exports/{result.run_id}.csv"
         exp = export_run(store, result.run_id, target, fmt=o["fmt"])
@@ -444,7 +444,7 @@ def _decide(run_id: str, accept: tuple[str, ...], reject: tuple[str, ...], accep
 @click.argument("name", required=False)
 def prompts(name: str | None) -> None:
     """List the prompt presets, or print one (to copy into a template file)."""
-    from selectllm_core.prompts import KNOWN, PRESETS
+    from selectllm_core.select.prompts import KNOWN, PRESETS
 
     if name:
         if name not in PRESETS:
@@ -487,7 +487,7 @@ def _doctor(model: str | None) -> None:
 
 
 # `selectllm method NAME POOL` and `selectllm compare RUN RUN...` (they reuse the helpers above).
-from selectllm_core.cli_methods import register as _register_methods  # noqa: E402
+from selectllm_core.cli.methods import register as _register_methods  # noqa: E402
 
 _register_methods(main)
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from selectllm_core.prompts import PRESETS, render
-from selectllm_core.selection import Candidate, PromptSpec, presentation_order
+from selectllm_core.select.listwise import Candidate, PromptSpec, presentation_order
+from selectllm_core.select.prompts import PRESETS, render
 
 STATE_COLORS = {"not picked": "#cbd5e1", "picked": "#f59e0b", "accepted": "#16a34a", "rejected": "#dc2626"}
 DECISION_OPTIONS = ("pending", "accepted", "rejected")
@@ -401,7 +401,7 @@ def estimate_cost(prompts: Sequence[str], *, k: int, answer_format: str, price_p
     Returns:
         A CostEstimate; prompt_exact tells whether prompt tokens were counted by the model's tokenizer.
     """
-    from selectllm_core.prompts import estimate_tokens
+    from selectllm_core.select.prompts import estimate_tokens
 
     counts = [count_tokens(p) if count_tokens else None for p in prompts]
     exact = bool(prompts) and all(c is not None for c in counts)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from selectllm_core.ui_logic import hover_text
+from selectllm_core.studio.ui_logic import hover_text
 
 # Okabe-Ito: told apart by most colour-blind readers; the symbols tell runs apart as well
 COLORS = ("#E69F00", "#0072B2", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
