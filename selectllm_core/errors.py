@@ -48,7 +48,15 @@ class AnswerError(SelectLLMError):
 
 
 class WorkspaceError(SelectLLMError):
-    """The workspace file cannot be opened, or a pool or run is not in it."""
+    """The workspace file cannot be opened or written, or holds something it should not."""
+
+
+class UnknownPoolError(WorkspaceError):
+    """No pool with this id in the workspace (a page may be showing one that another workspace holds)."""
+
+
+class UnknownRunError(WorkspaceError):
+    """No run with this id in the workspace (a run the studio has started but not yet recorded, for one)."""
 
 
 class ExportError(SelectLLMError):

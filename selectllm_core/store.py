@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from selectllm_core.errors import WorkspaceError
+from selectllm_core.errors import UnknownPoolError, UnknownRunError, WorkspaceError
 from selectllm_core.pool.load import ColumnMap, Pool, PoolReport, format_text, plain_value, pool_digest, pool_records
 
 SCHEMA_VERSION = "2"
@@ -239,7 +239,7 @@ class Store:
         """Rebuild a `data.Pool` from the workspace, under the id it is stored by."""
         meta = self._query("SELECT name, report FROM pools WHERE pool_id = ?", (pool_id,))
         if not meta:
-            raise WorkspaceError(f"No pool {pool_id!r} in {self.path}. List pools with `selectllm pools`.")
+            raise UnknownPoolError(f"No pool {pool_id!r} in {self.path}. List pools with `selectllm pools`.")
         rows = self._query(
             "SELECT row_id, instruction, input, extra FROM pool_rows WHERE pool_id = ? ORDER BY position",
             (pool_id,),
@@ -281,7 +281,7 @@ class Store:
         """A run's record with params and backend decoded."""
         rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
-            raise WorkspaceError(f"No run {run_id!r} in {self.path}. List runs with `selectllm runs`.")
+            raise UnknownRunError(f"No run {run_id!r} in {self.path}. List runs with `selectllm runs`.")
         cols = ["run_id", "pool_id", "method", "params", "prompt", "backend", "status", "created_at", "updated_at"]
         run = dict(zip(cols, rows[0]))
         run["params"], run["backend"] = json.loads(run["params"]), json.loads(run["backend"])

@@ -10,7 +10,6 @@ Random split: a seeded permutation cut into Q subsets of S.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
