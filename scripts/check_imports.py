@@ -50,9 +50,9 @@ def imports_of(name: str, is_package: bool, tree: ast.AST):
                     mod = ".".join(base + ([child.module] if child.module else []))
                 else:
                     mod = child.module or ""
-                yield mod, child.lineno, in_function, type_only
-                for alias in child.names:  # `from pkg import submodule`
+                for alias in child.names:  # `from pkg import submodule` (the most specific target first)
                     yield f"{mod}.{alias.name}", child.lineno, in_function, type_only
+                yield mod, child.lineno, in_function, type_only
             if isinstance(child, ast.If) and _is_type_checking(child):
                 yield from visit(child, fn, True)
             else:

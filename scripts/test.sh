@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 bash scripts/install.sh requirements-dev.txt
 .venv/bin/ruff check .
+.venv/bin/python scripts/check_imports.py
 .venv/bin/python -m pytest "$@"

@@ -22,7 +22,8 @@ from typing import Any
 import pandas as pd
 
 from selectllm_core.errors import UnknownPoolError, UnknownRunError, WorkspaceError
-from selectllm_core.pool.load import ColumnMap, Pool, PoolReport, format_text, plain_value, pool_digest, pool_records
+from selectllm_core.plain import plain
+from selectllm_core.pool.load import ColumnMap, Pool, PoolReport, format_text, pool_digest, pool_records
 
 SCHEMA_VERSION = "2"
 DECISIONS = ("accepted", "rejected", "pending")
@@ -151,17 +152,11 @@ class Store:
 
     def _write(self, sql: str, rows: Iterable[tuple] | tuple = ()) -> None:
         """Run one statement (or many rows of it) in a single IMMEDIATE transaction."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if isinstance(rows, tuple):
-                    self._db.execute(sql, rows)
-                else:
-                    self._db.executemany(sql, rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            if isinstance(rows, tuple):
+                db.execute(sql, rows)
+            else:
+                db.executemany(sql, rows)
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -229,7 +224,7 @@ class Store:
         """Write a pool's rows and its record (inside the caller's transaction)."""
         rows = [(pool_id, pos, rid, ins, inp, json.dumps(extra, ensure_ascii=False))
                 for pos, (rid, ins, inp, extra) in enumerate(records)]
-        report = json.dumps(plain_value(_report_dict(pool.report)), ensure_ascii=False)
+        report = json.dumps(plain(_report_dict(pool.report)), ensure_ascii=False)
         db.executemany("INSERT INTO pool_rows VALUES (?, ?, ?, ?, ?, ?)", rows)
         db.execute("INSERT INTO pools VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (pool_id, pool.name, str(getattr(pool.report, "source", "")), _now(), len(rows), report,
@@ -315,31 +310,25 @@ class Store:
         """
         p_tok = sum(c.get("prompt_tokens", 0) for c in calls)
         c_tok = sum(c.get("completion_tokens", 0) for c in calls)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                (before,) = self._db.execute(
-                    "SELECT COALESCE(MAX(attempt), 0) FROM calls WHERE run_id = ? AND subset = ?", (run_id, subset)
-                ).fetchone()
-                self._db.execute(
-                    "INSERT OR REPLACE INTO subset_results (run_id, subset, status, members, picks, reasons, raw, "
-                    "attempts, prompt_tokens, completion_tokens, error, updated_at, note) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, subset, status, json.dumps(members), json.dumps(picks),
-                     json.dumps(reasons, ensure_ascii=False), json.dumps(raw, ensure_ascii=False),
-                     len(calls), p_tok, c_tok, error, _now(), note),
-                )
-                self._db.executemany(
-                    "INSERT INTO calls (run_id, subset, attempt, prompt_tokens, completion_tokens, elapsed, ok,"
-                    " created_at, answer_format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(run_id, subset, before + i + 1, c.get("prompt_tokens", 0), c.get("completion_tokens", 0),
-                      c.get("elapsed", 0.0), int(c.get("ok", True)), _now(), c.get("answer_format"))
-                     for i, c in enumerate(calls)],
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            (before,) = db.execute(
+                "SELECT COALESCE(MAX(attempt), 0) FROM calls WHERE run_id = ? AND subset = ?", (run_id, subset)
+            ).fetchone()
+            db.execute(
+                "INSERT OR REPLACE INTO subset_results (run_id, subset, status, members, picks, reasons, raw, "
+                "attempts, prompt_tokens, completion_tokens, error, updated_at, note) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, subset, status, json.dumps(members), json.dumps(picks),
+                 json.dumps(reasons, ensure_ascii=False), json.dumps(raw, ensure_ascii=False),
+                 len(calls), p_tok, c_tok, error, _now(), note),
+            )
+            db.executemany(
+                "INSERT INTO calls (run_id, subset, attempt, prompt_tokens, completion_tokens, elapsed, ok,"
+                " created_at, answer_format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, subset, before + i + 1, c.get("prompt_tokens", 0), c.get("completion_tokens", 0),
+                  c.get("elapsed", 0.0), int(c.get("ok", True)), _now(), c.get("answer_format"))
+                 for i, c in enumerate(calls)],
+            )
 
     def subset_results(self, run_id: str) -> list[dict]:
         """Every stored subset outcome of a run, in subset order, JSON fields decoded."""
@@ -398,16 +387,9 @@ class Store:
     def save_selection(self, run_id: str, rows: Iterable[tuple[str, int, float | None, str]]) -> None:
         """Replace a run's final selection with (row_id, rank, score, reason) rows."""
         rows = list(rows)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DELETE FROM selection WHERE run_id = ?", (run_id,))
-                self._db.executemany("INSERT INTO selection VALUES (?, ?, ?, ?, ?)",
-                                     [(run_id, *r) for r in rows])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            db.execute("DELETE FROM selection WHERE run_id = ?", (run_id,))
+            db.executemany("INSERT INTO selection VALUES (?, ?, ?, ?, ?)", [(run_id, *r) for r in rows])
 
     def selection(self, run_id: str) -> pd.DataFrame:
         """The run's selected rows with text, cluster, subset, reason, decision and extra columns, by rank."""
@@ -438,21 +420,15 @@ class Store:
 
     def accept_pending(self, run_id: str, note: str = "") -> int:
         """Accept every pick of a run that has no decision yet, in one transaction; returns how many."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._db.execute(
-                    "INSERT INTO decisions SELECT s.run_id, s.row_id, 'accepted', ?, ? FROM selection s "
-                    "WHERE s.run_id = ? AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.run_id = s.run_id "
-                    "AND d.row_id = s.row_id AND d.decision != 'pending') "
-                    "ON CONFLICT (run_id, row_id) DO UPDATE SET decision = 'accepted', note = excluded.note, "
-                    "updated_at = excluded.updated_at",
-                    (note, _now(), run_id),
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            cur = db.execute(
+                "INSERT INTO decisions SELECT s.run_id, s.row_id, 'accepted', ?, ? FROM selection s "
+                "WHERE s.run_id = ? AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.run_id = s.run_id "
+                "AND d.row_id = s.row_id AND d.decision != 'pending') "
+                "ON CONFLICT (run_id, row_id) DO UPDATE SET decision = 'accepted', note = excluded.note, "
+                "updated_at = excluded.updated_at",
+                (note, _now(), run_id),
+            )
         return cur.rowcount
 
     def mark_exported(self, run_id: str, row_ids: Iterable[str]) -> None:

@@ -123,13 +123,11 @@ def test_compare_refuses_one_run_or_two_pools(runs: dict, shared_data: Path) -> 
 
 
 def test_cli_compare_prints_the_table(runs: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    from selectllm_core import embed
     from selectllm_core.cli import main
-    from selectllm_core.cli.methods import register
+    from selectllm_core.cli import methods as cli_methods
     from tests.conftest import FakeEmbedder
 
-    register(main)
-    monkeypatch.setattr(embed, "SentenceTransformerEmbedder", lambda _model=None: FakeEmbedder())
+    monkeypatch.setattr(cli_methods, "SentenceTransformerEmbedder", lambda _model=None: FakeEmbedder())
     monkeypatch.setenv("SELECTLLM_CACHE_DIR", str(runs["root"] / "cache"))
     args = ["compare", runs["ids"]["random"], runs["ids"]["length"], "-w", str(runs["root"] / "ws.sqlite"),
             "--clusters", "kmeans", "--n-clusters", "10"]

@@ -20,7 +20,7 @@ import pytest
 from selectllm_core import pipeline
 from selectllm_core.embed import EmbeddingCache, embed_texts
 from selectllm_core.errors import BackendError, ConfigError
-from selectllm_core.select.listwise import Candidate, PromptSpec, execute, select_subset
+from selectllm_core.select.listwise import Candidate, PromptSpec, execute, select_subset, subset_work
 from selectllm_core.select.prompts import PRESETS
 from selectllm_core.store import Store
 from tests.conftest import FakeEmbedder
@@ -76,8 +76,8 @@ def test_ray_embedder_goes_through_the_cache(tmp_path: Path) -> None:
 def test_select_with_ray_gives_the_in_process_outcomes() -> None:
     subsets = make_subsets()
     factory = functools.partial(ScriptedBackend, concurrency=3)
-    got = {o.subset: o for o in engines.select_with_ray(subsets, backend_factory=factory, k=2, prompt=PROMPT,
-                                                        seed=5, shuffle=True)}
+    work = functools.partial(subset_work, k=2, prompt=PROMPT, seed=5, shuffle=True)
+    got = {o.subset: o for o in engines.RayExecutor(factory).map(work, subsets.items())}
     assert sorted(got) == sorted(subsets)
     for s, members in subsets.items():
         want = select_subset(ScriptedBackend(), members, subset=s, k=2, prompt=PROMPT, seed=5, shuffle=True)
@@ -91,8 +91,8 @@ def test_execute_with_ray_stores_like_execute_and_resumes(tmp_path: Path) -> Non
         st.create_run("run-x", pool_id="p", method="selectllm", params={}, prompt="t", backend={"kind": "fake"})
     subsets = make_subsets()
     seen: list[int] = []
-    counts = engines.execute_with_ray(ray_store, "run-x", subsets, backend_factory=ScriptedBackend, k=1,
-                                      prompt=PROMPT, seed=2, progress=lambda d, t, c: seen.append(d))
+    counts = execute(ray_store, "run-x", subsets, executor=engines.RayExecutor(ScriptedBackend), k=1,
+                     prompt=PROMPT, seed=2, progress=lambda _stage, d, t: seen.append(d))
     execute(ref_store, "run-x", subsets, backend=ScriptedBackend(), k=1, prompt=PROMPT, seed=2)
     assert counts == {"ok": 7, "failed": 0, "error": 0, "skipped": 0, "called": 7}
     assert seen == list(range(8))
@@ -101,8 +101,8 @@ def test_execute_with_ray_stores_like_execute_and_resumes(tmp_path: Path) -> Non
     assert strip == [{k: v for k, v in r.items() if k not in ("created_at", "updated_at")}
                      for r in ref_store.subset_results("run-x")]
     # a repeat finds every subset done: no actor is started, no call is made
-    again = engines.execute_with_ray(ray_store, "run-x", subsets, backend_factory=ScriptedBackend, k=1,
-                                     prompt=PROMPT, seed=2)
+    again = execute(ray_store, "run-x", subsets, executor=engines.RayExecutor(ScriptedBackend), k=1,
+                    prompt=PROMPT, seed=2)
     assert again["called"] == 0 and ray_store.count_calls("run-x") == 7
 
 
@@ -118,7 +118,8 @@ def test_execute_with_ray_stops_after_consecutive_errors_and_keeps_calls_in_flig
         backend = OpenAICompatibleBackend(base_url=server.base_url, model="m", concurrency=3, max_retries=0,
                                           json_mode="off")
         with pytest.raises(BackendError, match="run the same command again"):
-            engines.execute_with_ray(store, "run-x", make_subsets(12), backend=backend, k=1, prompt=PROMPT)
+            execute(store, "run-x", make_subsets(12), executor=engines.RayExecutor.for_backend(backend), k=1,
+                    prompt=PROMPT)
     results = store.subset_results("run-x")
     assert 3 <= len(results) < 12 and {r["status"] for r in results} == {"error"}
     # every request the server saw belongs to a stored outcome: no call in flight was dropped at the stop
@@ -137,7 +138,8 @@ def test_openai_backend_rebuilt_in_ray_workers_talks_http(tmp_path: Path) -> Non
         rebuilt = pickle.loads(pickle.dumps(factory))()
         assert rebuilt.describe() == backend.describe()
         assert rebuilt._api_key is None  # the key is read on each node, never shipped
-        outcomes = list(engines.select_with_ray(make_subsets(4), backend_factory=factory, k=1, prompt=PROMPT))
+        work = functools.partial(subset_work, k=1, prompt=PROMPT, seed=0, shuffle=True)
+        outcomes = list(engines.RayExecutor(factory).map(work, make_subsets(4).items()))
     assert sorted(o.subset for o in outcomes) == [0, 1, 2, 3]
     assert all(o.status == "ok" and len(o.picks) == 1 for o in outcomes)
     assert len(server.requests) >= 4

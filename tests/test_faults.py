@@ -68,7 +68,7 @@ def run(pool_file: Path, tmp_path: Path, url: str, **kwargs: Any) -> pipeline.Ru
 
 def prompts_by_subset(store: Store, run_id: str, pool_file: Path) -> dict[str, int]:
     """Rendered first prompt -> subset, rebuilt from the stored plan and the seeded presentation order."""
-    subsets = pipeline._subsets_from_plan(store, run_id, load_pool(pool_file))
+    subsets = pipeline.subsets_from_plan(store, run_id, load_pool(pool_file))
     out = {}
     for s, members in subsets.items():
         shown = presentation_order(members, subset=s, seed=CONFIG.seed, shuffle=True)

@@ -275,7 +275,7 @@ def test_sentence_and_model_scores_on_hand_computed_values() -> None:
 def test_selectit_scores_rows_from_each_models_digit_probabilities(pool, store: Store) -> None:  # noqa: ANN001
     small, large = RatingBackend(label="small"), RatingBackend(label="large", shift=2)
     result = methods.run_method("selectit", pool, budget=BUDGET, store=store, backends=[(small, 7e9), (large, 13e9)],
-                                k=3, batch_size=50)
+                                phrasings=3, batch_size=50)
     assert result.selected == BUDGET and small.logprob_calls == large.logprob_calls == 3 * len(pool.frame)
     frame = result.frame().merge(pool.frame[["id", "instruction"]], on="id", suffixes=("", "_pool"))
     for row in frame.itertuples():
@@ -303,7 +303,7 @@ def test_selectit_never_scores_a_row_without_digit_probabilities(pool, store: St
         def top_logprobs(self, messages: list[dict], *, n: int = 20) -> dict[str, float]:
             return {"Sure": -0.1} if _instruction(messages) == silent else super().top_logprobs(messages, n=n)
 
-    result = methods.run_method("selectit", pool, budget=BUDGET, store=store, backend=NoDigitForOneRow(), k=2)
+    result = methods.run_method("selectit", pool, budget=BUDGET, store=store, backend=NoDigitForOneRow(), phrasings=2)
     assert result.selected == BUDGET and result.flags["unscored"] == 1
     assert pool.frame["id"].iloc[0] not in set(result.frame()["id"])
     assert store.get_run(result.run_id)["status"] == "incomplete"
@@ -331,7 +331,7 @@ def test_selectit_with_the_bundled_local_model(pool, store: Store) -> None:  # n
     from selectllm_core.llm import make_backend
 
     small = load_pool(pool.frame[["id", "instruction", "input"]].head(5))
-    result = methods.run_method("selectit", small, budget=2, store=store, backend=make_backend("local"), k=2)
+    result = methods.run_method("selectit", small, budget=2, store=store, backend=make_backend("local"), phrasings=2)
     assert result.selected == 2 and result.flags["scored"] == 5
     assert result.flags["mean_digit_mass"] > 0.01  # the digits are among the model's likely first tokens
     assert store.usage(result.run_id)["calls"] == 5 * 2
@@ -351,9 +351,7 @@ def test_runner_validates_at_the_boundary(pool, store: Store) -> None:  # noqa: 
 
 def test_cli_runs_a_method_and_exports_with_a_repeatable_manifest(shared_data: Path, tmp_path: Path) -> None:
     from selectllm_core.cli import main
-    from selectllm_core.cli.methods import register
 
-    register(main)
     path = tmp_path / "pool.jsonl"
     dolly_frame(shared_data, 80).to_json(path, orient="records", lines=True)
     out = tmp_path / "picks.csv"

@@ -1,0 +1,128 @@
+"""The one run driver: every run of every method goes through `run_units`.
+
+A run is cut into units: SelectLLM's subsets, a rating method's batches. `run_units` owns what all of them
+share, and nothing else:
+- skip the units already finished in the workspace (ok, failed, skipped), so a stopped run resumes;
+- record each outcome as soon as it arrives (`Store.save_subset_result`: status, raw answers, calls);
+- report progress as (stage, done, total);
+- stop after `stop_after` consecutive units that could not reach the model, keeping the calls already in
+  flight (they are paid for), and mark the run interrupted.
+
+How the units are computed is passed in: an executor (threads in this process, or Ray actors, see
+`engines.ray`) that holds the resource the work needs (a chat backend, a list of models) and maps a work
+function over (index, payload) pairs, yielding outcomes as they complete.
+
+    counts = run_units(store, run_id, {0: rows0, 1: rows1}, work, executor=ThreadExecutor(backend, workers=4))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from selectllm_core.engines.threads import ThreadExecutor
+from selectllm_core.errors import BackendError
+
+if TYPE_CHECKING:
+    from selectllm_core.store import Store
+
+MAX_CONSECUTIVE_ERRORS = 3
+STATUSES = ("ok", "failed", "error", "skipped")
+StageProgress = Callable[[str, int, int], None]
+Work = Callable[[Any, int, Any], "UnitOutcome"]
+
+
+@dataclass
+class UnitOutcome:
+    """What one unit's calls produced, as the workspace stores it; picks and reasons are row ids, never invented.
+
+    status: ok (usable answers), failed (unusable after repair: kept, not called again), error (the model
+    could not be reached: resuming calls it again), skipped (nothing to ask).
+    """
+
+    subset: int
+    status: str
+    members: list[str]
+    picks: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+    raw: list[str] = field(default_factory=list)
+    calls: list[dict] = field(default_factory=list)
+    error: str | None = None
+    note: str | None = None  # what differs from the plan, said plainly (fewer picks than planned)
+
+
+class Executor(Protocol):
+    """Computes units: `map(work, items, stop=...)` yields `work(resource, index, payload)` as each completes.
+
+    Once `stop()` returns True no new unit may start; units already started still finish and are yielded.
+    """
+
+    def map(self, work: Work, items: Iterable[tuple[int, Any]], *,
+            stop: Callable[[], bool]) -> Iterator[UnitOutcome]: ...
+
+
+def record(store: Store, run_id: str, o: UnitOutcome, counts: dict) -> None:
+    """Store one unit's outcome and add it to the call's counts."""
+    store.save_subset_result(run_id, o.subset, status=o.status, members=o.members, picks=o.picks,
+                             reasons=o.reasons, raw=o.raw, calls=o.calls, error=o.error, note=o.note)
+    counts[o.status] += 1
+    counts["called"] += len(o.calls)
+
+
+def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *, executor: Executor,
+              progress: StageProgress | None = None, stage: str = "select", what: str = "subsets",
+              stop_after: int = MAX_CONSECUTIVE_ERRORS) -> dict:
+    """Run every unit that has no final outcome yet, storing each outcome as it arrives.
+
+    Args:
+        store: the workspace.
+        run_id: the run (already created).
+        units: unit index -> its payload (a subset's rows, a batch's rows).
+        work: `work(resource, index, payload) -> UnitOutcome`; it must turn an unreachable model into an
+            outcome with status "error" (raising stops the run at once, for errors no retry can mend).
+        executor: how units are computed (ThreadExecutor, engines.ray.RayExecutor).
+        progress: called with (stage, done, total) before the first unit and after each one.
+        stage: the progress stage name ("select", "rate").
+        what: the units' name in messages ("subsets", "batches").
+        stop_after: consecutive "error" outcomes that stop the run.
+
+    Returns:
+        Counts of outcomes in this call: {"ok", "failed", "error", "skipped", "called"}.
+
+    Raises:
+        BackendError: after `stop_after` units in a row could not reach the model (the run is interrupted;
+            running the same command again resumes it).
+    """
+    done = store.done_subsets(run_id)
+    todo = [(i, units[i]) for i in sorted(units) if i not in done]
+    counts = dict.fromkeys((*STATUSES, "called"), 0)
+    total, finished, streak = len(units), len(done & set(units)), 0
+    stopping, last_error = False, None
+    store.set_run_status(run_id, "running")
+    if progress:
+        progress(stage, finished, total)
+    outcomes = executor.map(work, todo, stop=lambda: stopping) if todo else iter(())
+    try:
+        for o in outcomes:  # after a stop, the units still in flight arrive here too and are kept
+            record(store, run_id, o, counts)
+            finished += 1
+            streak = streak + 1 if o.status == "error" else 0
+            if progress:
+                progress(stage, finished, total)
+            if streak >= stop_after and not stopping:
+                stopping, last_error = True, o.error
+    except BaseException:
+        store.set_run_status(run_id, "interrupted")
+        raise
+    if stopping:
+        store.set_run_status(run_id, "interrupted")
+        raise BackendError(
+            f"Stopped: {stop_after} {what} in a row could not reach the model. Last error: {last_error} "
+            f"Fix the backend and run the same command again: finished {what} are kept."
+        )
+    return counts
+
+
+__all__ = ["MAX_CONSECUTIVE_ERRORS", "STATUSES", "Executor", "StageProgress", "ThreadExecutor", "UnitOutcome",
+           "Work", "record", "run_units"]

@@ -1,4 +1,4 @@
-"""An optional Ray engine for the two heavy stages: embedding and LLM selection over a Ray cluster.
+"""An optional Ray engine for the two heavy stages: embedding, and the units of a run (LLM calls), on a Ray cluster.
 
 Workers compute; the driver writes. Ray actors return vectors and subset outcomes, and only the driver
 touches the embedding cache and the workspace, so caching, resume and retries behave exactly as with the
@@ -6,8 +6,7 @@ default in-process engine. Needs `pip install ray` (see requirements-scale.txt);
 cluster named by $RAY_ADDRESS, else starts a local one.
 
     vectors = embed_with_ray(texts, embedder_factory=SentenceTransformerEmbedder, batch_size=256)
-    for outcome in select_with_ray(subsets, backend_factory=factory, k=3, prompt=spec, seed=0, shuffle=True):
-        ...
+    counts = run_units(store, run_id, subsets, work, executor=RayExecutor.for_backend(backend))
 """
 
 from __future__ import annotations
@@ -16,21 +15,14 @@ import functools
 import math
 import os
 import pickle
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from selectllm_core.errors import BackendError, ConfigError
-from selectllm_core.select.listwise import (
-    MAX_CONSECUTIVE_ERRORS,
-    Candidate,
-    Progress,
-    PromptSpec,
-    SubsetOutcome,
-    record,
-    select_subset,
-)
+from selectllm_core.embed import embed_texts, embedder_for
+from selectllm_core.errors import ConfigError
+from selectllm_core.llm import LocalLlamaBackend, OpenAICompatibleBackend
 
 ENGINES = ("local", "ray")
 Factory = Callable[[], Any]
@@ -171,7 +163,6 @@ def embed_texts_with_ray(texts: Sequence[str], *, embed_model: str | None = None
     Returns:
         The EmbedResult embed_texts returns.
     """
-    from selectllm_core.embed import embed_texts, embedder_for
 
     factory = functools.partial(embedder_for, embed_model) if embedder is None else functools.partial(_same, embedder)
     with RayEmbedder(factory, workers=workers) as ray_embedder:
@@ -184,130 +175,84 @@ def _same(obj: Any) -> Any:
     return obj
 
 
-# --- LLM selection --------------------------------------------------------------------------------
+# --- units of a run (LLM selection, rating) -------------------------------------------------------
 
 
-class _SelectWorker:
-    """A Ray actor holding one chat backend; runs several subsets at once (threads) when it allows."""
+class _UnitWorker:
+    """A Ray actor holding one resource (a chat backend); runs several units at once (threads) when allowed."""
 
     def __init__(self, factory: Factory) -> None:
-        self.backend = factory()
+        self.resource = factory()
 
-    def run(self, members: list[Candidate], subset: int, k: int, prompt: PromptSpec, seed: int,
-            shuffle: bool) -> SubsetOutcome:
-        return select_subset(self.backend, members, subset=subset, k=k, prompt=prompt, seed=seed, shuffle=shuffle)
+    def run(self, work: Callable[[Any, int, Any], Any], index: int, payload: Any) -> Any:
+        return work(self.resource, index, payload)
 
 
-def select_with_ray(
-    subsets: Mapping[int, list[Candidate]] | Iterable[tuple[int, list[Candidate]]], *, backend_factory: Factory,
-    k: int, prompt: PromptSpec, seed: int = 0, shuffle: bool = True, workers: int | None = None,
-    stop: Callable[[], bool] | None = None,
-) -> Iterator[SubsetOutcome]:
-    """Ask the model about each subset on Ray actors; yield outcomes as they finish (nothing is stored).
+class RayExecutor:
+    """An executor for `engines.run_units` whose units run on Ray actors; outcomes come back to the driver.
 
-    Each actor builds its own backend; the backend's `concurrency` (calls in flight in all) is shared out
-    among the actors, each keeping at least one call in flight. Closing the iterator early stops the actors.
+    Each actor builds its own resource with the factory (a live backend holds locks and clients). The
+    backend's `concurrency` (calls in flight in all) is shared out among the actors, each keeping at least
+    one call in flight. Only the driver process writes the workspace, so resume and retries behave exactly
+    as with threads.
 
     Args:
-        subsets: subset index -> rows, or (index, rows) pairs.
-        backend_factory: picklable callable returning a ChatBackend (see backend_factory_for).
-        k: picks per subset.
-        prompt: the prompt side of the run.
-        seed: shuffle seed.
-        shuffle: shuffle candidates.
-        workers: actors (None: one per alive node). They reserve no CPU: with a remote server they mostly wait;
-            with a local model, give each node one worker.
-        stop: checked before each new subset is sent; once it returns True no more are sent, and the calls
-            already in flight still finish and are yielded (they are paid for).
-
-    Returns:
-        An iterator of SubsetOutcome in completion order.
+        resource_factory: picklable callable returning the resource (see backend_factory_for).
+        workers: actors (None: one per alive node). They reserve no CPU: with a remote server they mostly
+            wait; with a local model, give each node one worker.
     """
-    ray = ray_module()
-    items = list(subsets.items()) if isinstance(subsets, Mapping) else list(subsets)
-    total = max(1, int(getattr(backend_factory(), "concurrency", 1)))
-    count = max(1, min(workers or _nodes(ray), len(items)))
-    per_actor = math.ceil(total / count)  # --concurrency keeps meaning "calls in flight" (at least one per actor)
-    actor = ray.remote(num_cpus=0, max_concurrency=per_actor, scheduling_strategy="SPREAD")(_SelectWorker)
-    actors = [actor.remote(backend_factory) for _ in range(count)]
-    load = [0] * count
-    pending: dict[Any, int] = {}
-    queue = iter(items)
-    try:
-        while True:
-            while (len(pending) < count * per_actor and not (stop and stop())
-                   and (item := next(queue, None)) is not None):
-                slot = load.index(min(load))
-                pending[actors[slot].run.remote(item[1], item[0], k, prompt, seed, shuffle)] = slot
-                load[slot] += 1
-            if not pending:
-                return
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            load[pending.pop(ready[0])] -= 1
-            yield _unwrap(ray, ready[0])
-    finally:
-        for a in actors:
-            ray.kill(a)
+
+    def __init__(self, resource_factory: Factory, *, workers: int | None = None) -> None:
+        self.resource_factory = resource_factory
+        self.workers = workers
+
+    @classmethod
+    def for_backend(cls, backend: Any, *, workers: int | None = None) -> RayExecutor:
+        """An executor whose actors rebuild this backend from its settings."""
+        return cls(backend_factory_for(backend), workers=workers)
+
+    def map(self, work: Callable[[Any, int, Any], Any], items: Iterable[tuple[int, Any]], *,
+            stop: Callable[[], bool] = lambda: False) -> Iterator[Any]:
+        """Yield work(resource, index, payload) in completion order; after stop() no new unit is sent.
+
+        Closing the iterator early stops the actors; the work function must pickle (a module-level function
+        or a functools.partial of one).
+        """
+        ray = ray_module()
+        items = list(items)
+        if not items:
+            return
+        total = max(1, int(getattr(self.resource_factory(), "concurrency", 1)))
+        count = max(1, min(self.workers or _nodes(ray), len(items)))
+        per_actor = math.ceil(total / count)  # --concurrency keeps meaning "calls in flight" (at least one each)
+        actor = ray.remote(num_cpus=0, max_concurrency=per_actor, scheduling_strategy="SPREAD")(_UnitWorker)
+        actors = [actor.remote(self.resource_factory) for _ in range(count)]
+        load = [0] * count
+        pending: dict[Any, int] = {}
+        queue = iter(items)
+        work_ref = ray.put(work)
+        try:
+            while True:
+                while len(pending) < count * per_actor and not stop() and (item := next(queue, None)) is not None:
+                    slot = load.index(min(load))
+                    pending[actors[slot].run.remote(work_ref, item[0], item[1])] = slot
+                    load[slot] += 1
+                if not pending:
+                    return
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                load[pending.pop(ready[0])] -= 1
+                yield _unwrap(ray, ready[0])
+        finally:
+            for a in actors:
+                ray.kill(a)
 
 
-def _unwrap(ray: Any, ref: Any) -> SubsetOutcome:
+def _unwrap(ray: Any, ref: Any) -> Any:
     """The result of a task; a worker's exception is raised as itself (a BackendError stays one)."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
         raise exc.as_instanceof_cause() from None
-
-
-def execute_with_ray(
-    store: Any, run_id: str, subsets: dict[int, list[Candidate]], *, backend: Any = None,
-    backend_factory: Factory | None = None, k: int, prompt: PromptSpec, seed: int = 0, shuffle: bool = True,
-    progress: Progress | None = None, workers: int | None = None,
-) -> dict:
-    """selection.execute on Ray: same skipping of finished subsets, same storage, same stop after errors.
-
-    Args:
-        store: the workspace (written by this driver process only).
-        run_id: the run (already created).
-        subsets: subset index -> its rows.
-        backend: the run's ChatBackend, rebuilt in each worker by backend_factory_for (same call as execute).
-        backend_factory: picklable callable returning the backend, instead of `backend`.
-        k: picks per subset.
-        prompt: the prompt side of the run.
-        seed: shuffle seed.
-        shuffle: shuffle candidates.
-        progress: called with (done, total, counts) after each subset.
-        workers: Ray actors (None: one per alive node).
-
-    Returns:
-        Counts of outcomes in this call: {"ok", "failed", "error", "skipped", "called"}.
-    """
-    if backend_factory is None:
-        backend_factory = backend_factory_for(backend)
-    done = store.done_subsets(run_id)
-    todo = [(s, subsets[s]) for s in sorted(subsets) if s not in done]
-    counts = {"ok": 0, "failed": 0, "error": 0, "skipped": 0, "called": 0}
-    total, finished, streak = len(subsets), len(done), 0
-    store.set_run_status(run_id, "running")
-    if progress:
-        progress(finished, total, dict(counts))
-    stopping, last_error = False, None
-    outcomes = select_with_ray(todo, backend_factory=backend_factory, k=k, prompt=prompt, seed=seed,
-                               shuffle=shuffle, workers=workers, stop=lambda: stopping) if todo else iter(())
-    for o in outcomes:  # after a stop, the calls still in flight arrive here too and are kept
-        record(store, run_id, o, counts)
-        finished += 1
-        streak = streak + 1 if o.status == "error" else 0
-        if progress:
-            progress(finished, total, dict(counts))
-        if streak >= MAX_CONSECUTIVE_ERRORS and not stopping:
-            stopping, last_error = True, o.error
-    if stopping:
-        store.set_run_status(run_id, "interrupted")
-        raise BackendError(
-            f"Stopped: {MAX_CONSECUTIVE_ERRORS} subsets in a row could not reach the model. Last error: "
-            f"{last_error} Fix the backend and run the same command again: finished subsets are kept."
-        )
-    return counts
 
 
 def backend_factory_for(backend: Any) -> Factory:
@@ -323,9 +268,6 @@ def backend_factory_for(backend: Any) -> Factory:
     Returns:
         A zero-argument callable returning an equivalent backend.
     """
-    from selectllm_core.llm.local import LocalLlamaBackend
-    from selectllm_core.llm.openai_compat import OpenAICompatibleBackend
-
     if isinstance(backend, OpenAICompatibleBackend):
         return functools.partial(
             OpenAICompatibleBackend, model=backend.model, base_url=backend.base_url,
@@ -348,5 +290,5 @@ def suggested_chunk(embedder: RayEmbedder) -> int:
     return embedder.batch_size * 4 * (embedder.workers or _cpus(ray))
 
 
-__all__ = ["ENGINES", "RayEmbedder", "backend_factory_for", "embed_texts_with_ray", "embed_with_ray",
-           "execute_with_ray", "ray_module", "select_with_ray", "suggested_chunk"]
+__all__ = ["ENGINES", "RayEmbedder", "RayExecutor", "backend_factory_for", "embed_texts_with_ray", "embed_with_ray",
+           "ray_module", "suggested_chunk"]

@@ -12,6 +12,7 @@ from selectllm_core.llm.base import (
     BACKEND_KINDS,
     ChatBackend,
     ChatResult,
+    backend_identity,
     bundled_model_path,
     top_logprobs_of,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "ChatResult",
     "LocalLlamaBackend",
     "OpenAICompatibleBackend",
+    "backend_identity",
     "bundled_model_path",
     "make_backend",
     "top_logprobs_of",

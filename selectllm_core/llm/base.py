@@ -61,6 +61,14 @@ class ChatBackend(Protocol):
         ...
 
 
+IDENTITY_KEYS = ("kind", "model", "base_url", "n_ctx", "seed", "json_mode")
+
+
+def backend_identity(desc: dict) -> dict:
+    """The parts of a backend description that decide answers (not concurrency or negotiated formats)."""
+    return {k: desc[k] for k in IDENTITY_KEYS if k in desc}
+
+
 def top_logprobs_of(backend: ChatBackend, messages: list[dict], *, n: int = 20) -> dict[str, float]:
     """Next-token log probabilities of the first answer token, or CapabilityError.
 

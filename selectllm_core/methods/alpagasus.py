@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from selectllm_core.errors import ConfigError
 from selectllm_core.methods.base import Context, Selection, rank_desc
 from selectllm_core.methods.rating import RowRating, batch_of, call_record, rate_pool, raw_by_row, workers_for
 from selectllm_core.store import Store
@@ -138,13 +137,8 @@ def stored_scores(store: Store, run_id: str) -> pd.Series:
     return pd.Series({rid: s for rid, (s, _r) in ratings(raw_by_row(store, run_id)).items()}, dtype=float)
 
 
-def select_alpagasus(ctx: Context, *, threshold: float = 4.5, batch_size: int = 20, max_tokens: int = 256
-                     ) -> Selection:
+def select_alpagasus(ctx: Context, *, threshold: float, batch_size: int, max_tokens: int) -> Selection:
     """Rate every row, keep those at or above the threshold, best first, at most `budget`."""
-    if not 0.0 <= threshold <= 5.0:
-        raise ConfigError(f"The threshold is on the 0-5 rating scale (got {threshold}); AlpaGasus uses 4.5.")
-    if batch_size < 1:
-        raise ConfigError(f"The batch size must be at least 1 (got {batch_size}).")
     backend = ctx.models[0][0]
     raw = rate_pool(ctx, rater(backend, max_tokens=max_tokens), batch_size=batch_size,
                     workers=workers_for(ctx.models))

@@ -13,17 +13,18 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from selectllm_core.embed import EmbeddingCache, SentenceTransformerEmbedder, embed_texts
+from selectllm_core.embed import Embedder, EmbeddingCache, SentenceTransformerEmbedder, embed_texts
+from selectllm_core.engines import StageProgress
 from selectllm_core.errors import ConfigError, SelectLLMError
+from selectllm_core.llm import ChatBackend, make_backend
+from selectllm_core.pool.load import Pool, load_pool
 from selectllm_core.store import Store
 
-StageProgress = Callable[[str, int, int], None]
 NEEDS = ("embeddings", "llm", "logprobs")
 
 
@@ -68,13 +69,14 @@ class Context:
 
     store: Store
     run_id: str
-    pool: Any
+    pool: Pool
     budget: int
-    embedder: Any = None
+    embedder: Embedder | None = None
     cache: EmbeddingCache | None = None
-    models: list[tuple[Any, float]] = field(default_factory=list)
+    models: list[tuple[ChatBackend, float]] = field(default_factory=list)
     progress: StageProgress | None = None
     retry_failed: bool = False
+    scores_of: Callable[[str], pd.Series] | None = None  # the scores a stored run gave (for DEITA's score_run)
     stats: dict[str, Any] = field(default_factory=dict)
     _vectors: np.ndarray | None = field(default=None, repr=False)
 
@@ -100,24 +102,146 @@ class Context:
 
 
 @dataclass(frozen=True)
+class Param:
+    """One parameter of a method, declared once: the CLI options, the Compare page's controls, the repeat
+    command and the comparison's settings column are all made from it.
+
+    Args:
+        name: the keyword the method takes (and the stored parameter's key).
+        type: int, float, str or bool.
+        default: its value when not given (None: not set).
+        help: one sentence for the CLI's --help and the page's tooltip.
+        min, max: bounds a value must keep (checked for every front end).
+        choices: the values allowed, when they are few.
+        short: a one-letter CLI alias ("-s").
+        label: the page's label (default: the name in words).
+        widget: a special control on the page: "slider", "run" (a run of this pool), "column" (a numeric
+            pool column), "preset" (a prompt preset); None: typed after `type`.
+        setting: shown in the comparison's settings column (it tells runs of the method apart).
+        ui: offered on the Compare page (False: the CLI only).
+    """
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple = ()
+    short: str | None = None
+    label: str | None = None
+    widget: str | None = None
+    setting: bool = False
+    ui: bool = True
+
+    @property
+    def flag(self) -> str:
+        """The CLI option: --name-with-dashes (a bool that is on by default is turned off with --no-name)."""
+        dashed = self.name.replace("_", "-")
+        return f"--no-{dashed}" if self.type is bool and self.default is True else f"--{dashed}"
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name.replace("_", " ").capitalize()
+
+    def check(self, value: Any) -> Any:
+        """The value, converted to the parameter's type; a ConfigError saying what is allowed otherwise."""
+        if value is None:
+            return None
+        try:
+            value = self.type(value) if not (self.type is bool and not isinstance(value, bool)) else bool(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{self.flag} must be {self.type.__name__}, not {value!r}.") from None
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{self.flag} must be one of {', '.join(map(str, self.choices))} (got {value!r}).")
+        if self.min is not None and value < self.min or self.max is not None and value > self.max:
+            bounds = f"from {self.min} to {self.max}" if self.min is not None and self.max is not None else (
+                f"at least {self.min}" if self.min is not None else f"at most {self.max}")
+            raise ConfigError(f"{self.flag} must be {bounds} (got {value}).")
+        return value
+
+
+@dataclass(frozen=True)
 class Method:
-    """A registered method: its select function, parameter defaults, what it needs, and texts for the UI."""
+    """A registered method: its parameters, what it needs, how it runs, and texts for the UI.
+
+    Args:
+        name: the registry key (stored as the run's method).
+        title: the name a curator reads.
+        summary: one line on what it does.
+        params: every parameter it takes, each declared once.
+        select: `select(ctx, **params) -> Selection` for methods run by `execute_method`.
+        run: for a method with its own run (SelectLLM): `run(source, *, budget, store, embedder, cache, backend,
+            progress, **params) -> MethodResult`.
+        run_id: with `run`: `run_id(pool, *, budget, backend, **params) -> str`, the id that run will have.
+        needs: "embeddings", "llm", "logprobs".
+        listwise: the model chooses from a list (position bias is measured for such runs).
+        command: the CLI command that runs it (the repeat command starts with it).
+        prompt: the prompt text its run is keyed by, from its parameters.
+        scores: the scores a stored run gave every rated row.
+        note: what the UI says next to the method.
+        max_models: models it can combine (SelectIT's model level).
+    """
 
     name: str
     title: str
     summary: str
-    select: Callable[..., Selection]
-    defaults: dict[str, Any]
+    params: tuple[Param, ...] = ()
+    select: Callable[..., Selection] | None = None
+    run: Callable[..., MethodResult] | None = None
+    run_id: Callable[..., str] | None = None
     needs: tuple[str, ...] = ()
+    listwise: bool = False
+    command: str = ""
     prompt: Callable[[dict], str] | None = None
     scores: Callable[[Store, str], pd.Series] | None = None
     note: str = ""
     max_models: int = 1
 
-    def __call__(self, source: Any, *, budget: int, **kwargs: Any) -> MethodResult:
-        """Run this method (see `execute_method`)."""
-        params = {k: kwargs.pop(k) for k in list(kwargs) if k in self.defaults}
-        return execute_method(self, source, budget=budget, params=params, **kwargs)
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Every parameter's default, by name."""
+        return {p.name: p.default for p in self.params}
+
+    def param(self, name: str) -> Param:
+        return next(p for p in self.params if p.name == name)
+
+    def cli(self) -> str:
+        """The command that runs this method (`selectllm method NAME` unless it has its own)."""
+        return self.command or f"selectllm method {self.name}"
+
+    def resolve(self, params: dict) -> dict:
+        """The defaults updated with `params`, each checked; unknown names are a ConfigError."""
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            allowed = ", ".join(self.defaults) or "none"
+            raise ConfigError(f"Method {self.name!r} has no parameter {', '.join(unknown)}; its parameters: "
+                              f"{allowed}.")
+        return {p.name: p.check(params.get(p.name, p.default)) for p in self.params}
+
+    def setting(self, params: dict) -> str:
+        """The parameters that tell runs of this method apart, for the comparison's settings column."""
+        return ", ".join(f"{p.name}={params[p.name]}" for p in self.params
+                         if p.setting and params.get(p.name) is not None)
+
+    def repeat_command(self, run: dict) -> str:
+        """The CLI command that repeats a stored run of this method (the pool path is the curator's)."""
+        params = run["params"]
+        flags = [f"--budget {params['budget']}"]
+        for p in self.params:
+            value = params.get(p.name)
+            if value is None or (p.type is bool and value == p.default):
+                continue
+            if p.type is bool:
+                flags.append(p.flag)
+            else:
+                flags.append(f"{p.flag} {json.dumps(value) if isinstance(value, str) and ' ' in value else value}")
+        backend = run.get("backend") or {}
+        if backend.get("kind") == "openai":
+            flags.append(f"--backend openai --base-url {backend.get('base_url')} --model {backend.get('model')}")
+        if len(params.get("model_parameters") or []) > 1:
+            flags.append("(model level: one --extra-model per model of the run's backend record)")
+        return f"{self.cli()} POOL " + " ".join(flags)
 
 
 def row_lengths(frame: pd.DataFrame) -> np.ndarray:
@@ -143,20 +267,11 @@ def check_budget(budget: int, pool_size: int) -> None:
         )
 
 
-def run_id_for(pool_id: str, method: str, params: dict, backend: dict, prompt: str) -> str:
+def method_run_id(pool_id: str, method: str, params: dict, backend: dict, prompt: str) -> str:
     """Content id of a method run: the same inputs give the same id, so a repeat finds (and resumes) it."""
     key = json.dumps({"pool": pool_id, "method": method, "params": params, "backend": backend,
                       "prompt": prompt}, sort_keys=True, default=str)
     return f"{method}-" + hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
-def resolve_params(method: Method, params: dict) -> dict:
-    """The method's defaults updated with `params`; unknown names are a ConfigError."""
-    unknown = sorted(set(params) - set(method.defaults))
-    if unknown:
-        allowed = ", ".join(method.defaults) or "none"
-        raise ConfigError(f"Method {method.name!r} has no parameter {', '.join(unknown)}; its parameters: {allowed}.")
-    return {**method.defaults, **params}
 
 
 def resolve_models(method: Method, backend: Any, backends: list[tuple[Any, float]] | None) -> list[tuple[Any, float]]:
@@ -176,8 +291,6 @@ def resolve_models(method: Method, backend: Any, backends: list[tuple[Any, float
                               "(for example 7e9 for a 7B model).")
         return models
     if backend is None:
-        from selectllm_core.llm import make_backend
-
         backend = make_backend("local")
     return [(backend, 1.0)]
 
@@ -191,14 +304,11 @@ def backend_record(models: list[tuple[Any, float]]) -> dict:
     return {"kind": "ensemble", "models": [{**b.describe(), "parameters": w} for b, w in models]}
 
 
-def _resolve_pool(source: Any, store: Store) -> Any:
-    """A loaded Pool from a Pool, a file path or a DataFrame; saved to the workspace."""
-    if hasattr(source, "frame"):
-        store.save_pool(source)
-        return source
-    from selectllm_core.pipeline import load
-
-    return load(source, store=store)
+def load(source: Any, *, store: Store, columns: Any = None, name: str | None = None) -> Pool:
+    """A pool from a Pool, a file path or a DataFrame, saved to the workspace (once per content)."""
+    pool = source if isinstance(source, Pool) else load_pool(source, columns=columns, name=name)
+    store.save_pool(pool)
+    return pool
 
 
 @dataclass(frozen=True)
@@ -217,7 +327,7 @@ class RunPlan:
 def plan_run(method: Method, pool_id: str, *, budget: int, params: dict | None = None, embedder: Any = None,
              backend: Any = None, backends: list[tuple[Any, float]] | None = None) -> RunPlan:
     """Resolve a method's parameters and models, and the content id its run will have (nothing is stored)."""
-    params = resolve_params(method, params or {})
+    params = method.resolve(params or {})
     models = resolve_models(method, backend, backends)
     stored = {**params, "budget": budget}
     if models:
@@ -227,7 +337,7 @@ def plan_run(method: Method, pool_id: str, *, budget: int, params: dict | None =
         stored["embed_model_id"] = embedder.model_id
     prompt = method.prompt(params) if method.prompt else ""
     record = backend_record(models)
-    return RunPlan(run_id=run_id_for(pool_id, method.name, stored, record, prompt), params=params, stored=stored,
+    return RunPlan(run_id=method_run_id(pool_id, method.name, stored, record, prompt), params=params, stored=stored,
                    prompt=prompt, record=record, models=models, embedder=embedder)
 
 
@@ -235,7 +345,7 @@ def execute_method(
     method: Method, source: Any, *, budget: int, params: dict | None = None, store: Store | None = None,
     embedder: Any = None, cache: EmbeddingCache | None = None, backend: Any = None,
     backends: list[tuple[Any, float]] | None = None, progress: StageProgress | None = None,
-    retry_failed: bool = False,
+    retry_failed: bool = False, scores_of: Callable[[str], pd.Series] | None = None,
 ) -> MethodResult:
     """Run one selection method on a pool and store it as a run.
 
@@ -251,13 +361,14 @@ def execute_method(
         backends: (backend, parameter count) pairs instead of `backend` (SelectIT's model level).
         progress: called with (stage, done, total); stages are embed, rate.
         retry_failed: LLM methods call again the batches stored as failed.
+        scores_of: the scores a stored run gave (the registry's `run_scores`, for methods that rank by them).
 
     Returns:
         A MethodResult; its selection is in the store under `run_id`.
     """
     store = store or Store()
     # 1. pool, budget and parameters
-    pool = _resolve_pool(source, store)
+    pool = load(source, store=store)
     check_budget(budget, len(pool.frame))
     spec = plan_run(method, pool.pool_id, budget=budget, params=params, embedder=embedder, backend=backend,
                     backends=backends)
@@ -266,7 +377,8 @@ def execute_method(
     store.create_run(run_id, pool_id=pool.pool_id, method=method.name, params=spec.stored, prompt=spec.prompt,
                      backend=spec.record)
     ctx = Context(store=store, run_id=run_id, pool=pool, budget=budget, embedder=spec.embedder,
-                  cache=cache or EmbeddingCache(), models=spec.models, progress=progress, retry_failed=retry_failed)
+                  cache=cache or EmbeddingCache(), models=spec.models, progress=progress, retry_failed=retry_failed,
+                  scores_of=scores_of)
     params = spec.params
     # 3. the method itself
     store.set_run_status(run_id, "running")
@@ -293,42 +405,3 @@ def _save(store: Store, run_id: str, frame: pd.DataFrame, sel: Selection) -> Non
     rows = [(ids[p], rank, None if s is None or not np.isfinite(s) else float(s), reason)
             for rank, (p, s, reason) in enumerate(zip(sel.positions, sel.scores, sel.reasons, strict=True), start=1)]
     store.save_selection(run_id, rows)
-
-
-# -- manifest and export for any run -----------------------------------------------------------------------------
-def repeat_command(run: dict) -> str:
-    """The CLI command that repeats a stored method run (the pool path is the curator's)."""
-    params = dict(run["params"])
-    flags = [f"--budget {params.pop('budget')}"]
-    params.pop("embed_model_id", None)
-    weights = params.pop("model_parameters", None) or []
-    for key, value in sorted(params.items()):
-        if value is None:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            flags.append(flag if value else f"--no-{key.replace('_', '-')}")
-        else:
-            flags.append(f"{flag} {json.dumps(value) if isinstance(value, str) and ' ' in value else value}")
-    backend = run.get("backend") or {}
-    if backend.get("kind") == "openai":
-        flags.append(f"--backend openai --base-url {backend.get('base_url')} --model {backend.get('model')}")
-    if len(weights) > 1:
-        flags.append("(model level: one --extra-model per model of the run's backend record)")
-    return f"selectllm method {run['method']} POOL " + " ".join(flags)
-
-
-def run_manifest(store: Store, run_id: str, *, which: str = "selected") -> dict:
-    """Everything needed to repeat any run (one manifest builder for every method: `pipeline.manifest`)."""
-    from selectllm_core.pipeline import manifest
-
-    return manifest(store, run_id, which=which)
-
-
-def export_run(store: Store, run_id: str, out: str | Path, *, fmt: str | None = None, which: str = "selected",
-               batch_size: int | None = None) -> Any:
-    """Write any run's picks for annotation with its manifest (`pipeline.export_run` serves every method)."""
-    from selectllm_core.pipeline import export_run as export_any
-
-    return export_any(store, run_id, out, fmt=fmt, which=which, batch_size=batch_size)
-

@@ -23,14 +23,14 @@ def length_order(lengths: np.ndarray, budget: int, *, order: str = "longest") ->
     return np.argsort(key, kind="stable")[:budget]
 
 
-def select_random(ctx: Context, *, seed: int = 0) -> Selection:
+def select_random(ctx: Context, *, seed: int) -> Selection:
     """Random baseline: a seeded uniform draw without replacement, in draw order."""
     positions = random_order(len(ctx.frame), ctx.budget, seed=seed)
     return Selection(positions=[int(p) for p in positions], scores=[None] * len(positions),
                      reasons=[f"random draw {i} (seed {seed})" for i in range(1, len(positions) + 1)])
 
 
-def select_length(ctx: Context, *, order: str = "longest") -> Selection:
+def select_length(ctx: Context, *, order: str) -> Selection:
     """Length baseline: characters of instruction + input, longest (or shortest) first."""
     lengths = row_lengths(ctx.frame)
     positions = length_order(lengths, ctx.budget, order=order)

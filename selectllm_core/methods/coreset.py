@@ -40,7 +40,7 @@ def k_center_greedy(vectors: np.ndarray, budget: int, *, seed: int = 0, first: i
     return np.asarray(order, dtype=np.int64), np.asarray(radius, dtype=np.float64)
 
 
-def select_coreset(ctx: Context, *, seed: int = 0) -> Selection:
+def select_coreset(ctx: Context, *, seed: int) -> Selection:
     """Coreset: spread the budget over embedding space, farthest-first."""
     positions, radius = k_center_greedy(ctx.vectors(), ctx.budget, seed=seed)
     reasons = [f"first centre: a random row (seed {seed})"]

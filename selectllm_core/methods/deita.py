@@ -61,22 +61,19 @@ def pool_scores(ctx: Context, *, score_run: str | None, score_column: str | None
             raise ConfigError(f"Column {score_column!r} holds no numbers: give a numeric score column.")
         return values.to_numpy(dtype=np.float64), f"column {score_column}"
     if score_run:
-        from selectllm_core.methods import run_scores
-
         run = ctx.store.get_run(score_run)
         if run["pool_id"] != ctx.pool.pool_id:
             raise ConfigError(f"Run {score_run} was made on another pool ({run['pool_id']}): score with a run "
                               "of this pool.")
-        scores = run_scores(ctx.store, score_run)
+        if ctx.scores_of is None:
+            raise ConfigError("Scoring by a run needs the registry's run_scores: run DEITA through methods.run_method.")
+        scores = ctx.scores_of(score_run)
         return frame["id"].map(scores).to_numpy(dtype=np.float64), f"run {score_run}"
     return row_lengths(frame).astype(np.float64), "length"
 
 
-def select_deita(ctx: Context, *, tau: float = 0.9, score_run: str | None = None,
-                 score_column: str | None = None) -> Selection:
+def select_deita(ctx: Context, *, tau: float, score_run: str | None, score_column: str | None) -> Selection:
     """DEITA-like: best score first, skipping rows too similar (> tau) to one already chosen."""
-    if not 0.0 < tau <= 1.0:
-        raise ConfigError(f"tau is a cosine similarity threshold in (0, 1] (got {tau}); DEITA uses 0.9.")
     scores, source = pool_scores(ctx, score_run=score_run, score_column=score_column)
     picks, nearest, skipped = deita_filter(ctx.vectors(), scores, ctx.budget, tau=tau)
     if len(picks) < ctx.budget:

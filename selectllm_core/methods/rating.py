@@ -12,6 +12,7 @@ unless retry_failed), error (the backend could not be reached; the next run call
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,11 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from selectllm_core.engines import ThreadExecutor, UnitOutcome, run_units
 from selectllm_core.errors import BackendError, CapabilityError
 from selectllm_core.methods.base import Context
 from selectllm_core.store import Store
-
-MAX_CONSECUTIVE_ERRORS = 3
 
 
 @dataclass
@@ -72,12 +72,12 @@ def batch_of(n: int, batch_size: int) -> np.ndarray:
 
 
 def rate_pool(ctx: Context, rate_row: RateRow, *, batch_size: int, workers: int = 1) -> dict[str, list[dict]]:
-    """Rate every row not yet rated in a stored batch; return raw answers per row id.
+    """Rate every row not yet rated in a stored batch, through the run driver; return raw answers per row id.
 
     Args:
         ctx: the method context (store, run, pool).
         rate_row: rates one row dict (id, instruction, input, ...); may raise BackendError or CapabilityError.
-        batch_size: rows per stored batch.
+        batch_size: rows per stored batch (a unit of the run driver).
         workers: rows rated in parallel inside a batch.
 
     Returns:
@@ -86,31 +86,25 @@ def rate_pool(ctx: Context, rate_row: RateRow, *, batch_size: int, workers: int 
     store, run_id = ctx.store, ctx.run_id
     if ctx.retry_failed:
         store.reset_subsets(run_id, [r["subset"] for r in store.subset_results(run_id) if r["status"] == "failed"])
-    done = store.done_subsets(run_id)
     rows = ctx.frame[["id", "instruction", "input"]].to_dict("records")
-    cut = batches(len(rows), batch_size)
-    rate, streak = guarded(rate_row), 0
-    for index, positions in enumerate(cut):
-        if index in done:
-            continue
-        members = [rows[p] for p in positions]
-        if workers > 1:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                rated = list(pool.map(rate, members))
-        else:
-            rated = [rate(row) for row in members]
-        status = _save_batch(store, run_id, index, rated)
-        streak = streak + 1 if status == "error" else 0
-        if streak >= MAX_CONSECUTIVE_ERRORS:
-            last = next(r.error for r in rated if r.unreachable)
-            raise BackendError(f"Stopped: {streak} batches in a row could not reach the model. Last error: {last} "
-                               "Fix the backend and run the same command again: rated batches are kept.")
-        ctx.step("rate", index + 1, len(cut))
+    units = {index: [rows[p] for p in positions] for index, positions in enumerate(batches(len(rows), batch_size))}
+    run_units(store, run_id, units, functools.partial(rate_batch, workers=workers),
+              executor=ThreadExecutor(guarded(rate_row), workers=1), progress=ctx.progress, stage="rate",
+              what="batches")
     return raw_by_row(store, run_id)
 
 
-def _save_batch(store: Store, run_id: str, index: int, rated: list[RowRating]) -> str:
-    """Store one batch as a subset result; returns its status."""
+def rate_batch(rate: RateRow, index: int, members: list[dict], *, workers: int = 1) -> UnitOutcome:
+    """One batch as a unit of the run driver: every row rated (`workers` at once), as one stored outcome.
+
+    Status: error when a row could not reach the model (the batch is called again on resume), failed when a
+    row's answer was unusable, else ok.
+    """
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            rated = list(pool.map(rate, members))
+    else:
+        rated = [rate(row) for row in members]
     if any(r.unreachable for r in rated):
         status = "error"
     elif any(r.error for r in rated):
@@ -118,12 +112,11 @@ def _save_batch(store: Store, run_id: str, index: int, rated: list[RowRating]) -
     else:
         status = "ok"
     errors = [f"{r.row_id}: {r.error}" for r in rated if r.error]
-    store.save_subset_result(
-        run_id, index, status=status, members=[r.row_id for r in rated], picks=[], reasons={},
+    return UnitOutcome(
+        subset=index, status=status, members=[r.row_id for r in rated],
         raw=[json.dumps({"row_id": r.row_id, **entry}, ensure_ascii=False) for r in rated for entry in r.raw],
         calls=[c for r in rated for c in r.calls], error="; ".join(errors) or None,
     )
-    return status
 
 
 def raw_by_row(store: Store, run_id: str) -> dict[str, list[dict]]:

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from selectllm_core.errors import ConfigError
 from selectllm_core.llm.base import top_logprobs_of
 from selectllm_core.methods.base import Context, Selection, rank_desc
 from selectllm_core.methods.rating import RowRating, batch_of, call_record, rate_pool, raw_by_row, workers_for
@@ -62,7 +61,7 @@ def render(phrasing: str, instruction: str, input_text: str = "") -> str:
 
 def prompt_text(params: dict) -> str:
     """The K rating prompts of a run, as stored with it."""
-    return "\n---\n".join(f"{p}\n\n### Instruction:\n{{instruction}}\n\n{ANSWER}" for p in PHRASINGS[: params["k"]])
+    return "\n---\n".join(f"{p}\n\n### Instruction:\n{{instruction}}\n\n{ANSWER}" for p in PHRASINGS[: params["phrasings"]])
 
 
 def digit_probabilities(top_logprobs: dict[str, float]) -> np.ndarray:
@@ -144,16 +143,6 @@ def rater(models: list[tuple[Any, float]], *, k: int, top_n: int):  # noqa: ANN2
     return rate
 
 
-def _check(alpha: float, k: int, batch_size: int, top_n: int) -> None:
-    """Raise ConfigError on parameters that cannot work."""
-    if not 1 <= k <= len(PHRASINGS):
-        raise ConfigError(f"k (rating prompts per row) must be 1..{len(PHRASINGS)} (got {k}); the paper uses 5.")
-    if alpha < 0:
-        raise ConfigError(f"alpha weighs the spread across prompts and cannot be negative (got {alpha}).")
-    if batch_size < 1 or top_n < 5:
-        raise ConfigError("batch_size must be at least 1 and top_n at least 5 (OpenAI allows up to 20).")
-
-
 def scores_from_raw(raw: dict[str, list[dict]], ids: list[str], *, parameters: list[float], alpha: float
                     ) -> tuple[np.ndarray, list[str]]:
     """S_model per pool row (NaN when unscored) and the reason per row."""
@@ -175,11 +164,9 @@ def stored_scores(store: Store, run_id: str) -> pd.Series:
     return pd.Series(scores, index=ids).dropna()
 
 
-def select_selectit(ctx: Context, *, alpha: float = 0.2, k: int = 5, batch_size: int = 20, top_n: int = 20
-                    ) -> Selection:
-    """Rate every row with K prompts on every model; rank by S_model, best first; the first `budget`."""
-    _check(alpha, k, batch_size, top_n)
-    raw = rate_pool(ctx, rater(ctx.models, k=k, top_n=top_n), batch_size=batch_size,
+def select_selectit(ctx: Context, *, alpha: float, phrasings: int, batch_size: int, top_n: int) -> Selection:
+    """Rate every row with K prompt phrasings on every model; rank by S_model, best first; the first `budget`."""
+    raw = rate_pool(ctx, rater(ctx.models, k=phrasings, top_n=top_n), batch_size=batch_size,
                     workers=workers_for(ctx.models))
     ids = ctx.frame["id"].tolist()
     parameters = [w for _b, w in ctx.models]

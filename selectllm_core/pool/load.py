@@ -31,14 +31,15 @@ import json
 import math
 import shlex
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 
-from selectllm_core.errors import PoolError
+from selectllm_core.errors import ConfigError, PoolError
+from selectllm_core.plain import plain
 from selectllm_core.pool.readers import FORMATS, RawTable, parse_bytes, preview, to_json
 
 CORE_COLUMNS = ("id", "instruction", "input", "text")
@@ -104,7 +105,7 @@ def pool_records(frame: pd.DataFrame) -> Iterator[tuple[str, str, str, dict]]:
     """Each row as (id, instruction, input, extras) with JSON-able extras, the form the workspace stores."""
     extras = [c for c in frame.columns if c not in CORE_COLUMNS]
     for row in frame[["id", "instruction", "input", *extras]].itertuples(index=False, name=None):
-        yield str(row[0]), str(row[1]), str(row[2]), {c: plain_value(v) for c, v in zip(extras, row[3:], strict=True)}
+        yield str(row[0]), str(row[1]), str(row[2]), {c: plain(v) for c, v in zip(extras, row[3:], strict=True)}
 
 
 def pool_digest(records: Iterable[tuple[str, str, str, dict]]) -> str:
@@ -114,19 +115,6 @@ def pool_digest(records: Iterable[tuple[str, str, str, dict]]) -> str:
         digest.update(json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode())
         digest.update(b"\n")
     return digest.hexdigest()[:16]
-
-
-def plain_value(value: Any) -> Any:
-    """A JSON-able copy of a value (numpy scalars, NaN as None, tuples as lists)."""
-    if isinstance(value, dict):
-        return {str(k): plain_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain_value(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and value != value:
-        return None
-    return value
 
 
 def format_text(instruction: str, input: str = "") -> str:
@@ -495,3 +483,29 @@ def _long_text_notes(frame: pd.DataFrame) -> list[str]:
             f"{int(lengths.max()):,}). They are kept in full, but the embedding model reads only the first few "
             "hundred words of each."]
 
+
+
+def column_map(source: Any, *, instruction: str | None = None, input: str | None = None,  # noqa: A002
+               id: str | None = None) -> ColumnMap | None:  # noqa: A002
+    """A ColumnMap with some columns named by the curator and the rest detected (None when none is named)."""
+    if not (instruction or input or id):
+        return None
+    given = {k: v for k, v in {"instruction": instruction, "input": input, "id": id}.items() if v}
+    try:
+        return replace(detect_columns(read_table(source), label=str(source))[1], **given)
+    except PoolError:
+        if not instruction:
+            raise
+        return ColumnMap(instruction=instruction, input=input, id=id)
+
+
+def sample_pool(pool: Pool, size: int, *, seed: int = 0) -> Pool:
+    """A seeded random sample of a pool's rows (in their original order), as a pool of its own."""
+    n = len(pool.frame)
+    if size < 2:
+        raise ConfigError(f"A sample needs at least 2 rows (got --sample {size}).")
+    if size >= n:
+        return pool
+    keep = sorted(pd.Series(range(n)).sample(n=size, random_state=seed).tolist())
+    frame = pool.frame.iloc[keep].reset_index(drop=True)
+    return replace(pool, frame=frame, name=f"{pool.name} (sample of {size}, seed {seed})")

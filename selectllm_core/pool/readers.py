@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from selectllm_core.errors import PoolError
+from selectllm_core.plain import plain
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
            ".parquet": "parquet", ".pq": "parquet"}
@@ -414,13 +415,7 @@ def preview(value: object, width: int = 60) -> str:
 
 def to_json(value: object) -> str:
     """Serialise a nested value (dicts, lists, numpy arrays and scalars) as a JSON string."""
-    return json.dumps(value, ensure_ascii=False, default=_json_default)
-
-
-def _json_default(value: object) -> object:
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        return value.tolist()
-    return str(value)
+    return json.dumps(plain(value), ensure_ascii=False, default=str)
 
 
 def _read_jsonl(text: str, name: str) -> RawTable:

@@ -19,6 +19,8 @@ import pandas as pd
 from selectllm_core.embed import EmbeddingCache, SentenceTransformerEmbedder, embed_texts
 from selectllm_core.errors import ConfigError
 from selectllm_core.methods.base import row_lengths
+from selectllm_core.runs.picks import selection_frame
+from selectllm_core.split import equal_size_kmeans
 from selectllm_core.store import Store
 
 LISTWISE = ("selectllm",)
@@ -129,8 +131,6 @@ def compare_runs(
     Returns:
         A Comparison; `to_markdown` prints it.
     """
-    from selectllm_core.pipeline import selection_frame
-
     # 1. runs and their pool
     runs = _runs(store, run_ids)
     pool = store.load_pool(runs[0]["pool_id"])
@@ -196,8 +196,6 @@ def _clusters(store: Store, runs: list[dict], frame: pd.DataFrame, vectors: np.n
 
 def _shared_kmeans(vectors: np.ndarray, n_clusters: int, seed: int) -> tuple[np.ndarray, int, str]:
     """Equal-size k-means of the pool, padded with its first rows to a multiple of n_clusters (as the paper)."""
-    from selectllm_core.split.kmeans import equal_size_kmeans
-
     n = len(vectors)
     if not 1 <= n_clusters <= n:
         raise ConfigError(f"--n-clusters must be between 1 and the pool size {n} (got {n_clusters}).")

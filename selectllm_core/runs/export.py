@@ -40,10 +40,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from selectllm_core.errors import ExportError
+from selectllm_core.plain import json_default, plain
+from selectllm_core.runs.manifest import manifest
+from selectllm_core.runs.picks import selection_frame
+from selectllm_core.store import Store
 
 EXPORT_COLUMNS = ["id", "instruction", "input", "cluster", "subset", "reason", "run_id"]
 FORMATS = ("csv", "jsonl", "parquet", "labelstudio")
@@ -221,16 +224,7 @@ def _manifest(caller: dict, *, run_id: str, fmt: str, columns: list[str],
     if fmt == "csv":
         facts["csv"] = {"encoding": CSV_ENCODING, "formula_prefix": FORMULA_PREFIX,
                         "formula_rule": "OWASP CSV injection; undo with export.restore_formulas"}
-    return {**_clean_tree(redact_secrets(caller)), "export": facts}
-
-
-def _clean_tree(value: Any) -> Any:
-    """``_clean`` at every depth, so NaN or numpy values in run facts become valid JSON."""
-    if isinstance(value, dict):
-        return {k: _clean_tree(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean_tree(v) for v in value]
-    return _clean(value)
+    return {**plain(redact_secrets(caller)), "export": facts}
 
 
 # ---------------------------------------------------------------- writers
@@ -286,37 +280,15 @@ _WRITERS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     """Rows as plain dicts with missing values as None."""
-    return [{str(k): _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
-
-
-def _clean(value: Any) -> Any:
-    """Turn pandas/numpy scalars into JSON values (NaN, NA, NaT -> None)."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, np.generic):
-        return _clean(value.item())
-    return value
+    return [{str(k): plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 def _dumps(value: Any, indent: int | None = None) -> str:
     """Strict JSON (no NaN), non-ASCII kept."""
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_json_default, indent=indent)
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, default=json_default, indent=indent)
     except (TypeError, ValueError) as exc:
         raise ExportError(f"cannot write JSON: {exc}; convert such values to text (a column: .astype(str))") from exc
-
-
-def _json_default(value: Any) -> Any:
-    """JSON for values json does not know: numpy arrays/scalars, dates, paths."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _line_safe(line: str) -> str:
@@ -485,3 +457,29 @@ def write_export(
     written = [final for _, final, _ in staged[:-1]]
     _remove_stale_batches(directory, stem, _EXTENSIONS[fmt], keep={f.name for f in written})
     return ExportResult(files=written, manifest_path=manifest_path, rows=len(frame))
+
+
+def export_run(store: Store, run_id: str, out: str | Path, *, fmt: str | None = None, which: str = "selected",
+               batch_size: int | None = None, record: bool = True) -> ExportResult:
+    """Write any run's picks for annotation, with its manifest beside them.
+
+    Args:
+        store: the workspace.
+        run_id: the run.
+        out: a file path (its extension picks the format) or a folder.
+        fmt: csv (default), jsonl, parquet or labelstudio.
+        which: "selected" (not rejected), "accepted" or "all".
+        batch_size: rows per file; None writes one file.
+        record: remember the exported picks, so a later retry never drops them from the selection (the
+            Export page prepares its download without recording, and records when it is downloaded).
+
+    Returns:
+        An ExportResult.
+    """
+    frame = selection_frame(store, run_id, which=which)
+    kwargs = {"fmt": fmt} if fmt else {}
+    result = write_export(frame, out=out, run_id=run_id, manifest=manifest(store, run_id, which=which),
+                          batch_size=batch_size, **kwargs)
+    if record:
+        store.mark_exported(run_id, frame["id"])
+    return result

@@ -10,18 +10,17 @@ A run stopped at any moment resumes from the store: ok, failed and skipped subse
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 
 import numpy as np
 
+from selectllm_core.engines import Executor, StageProgress, ThreadExecutor, UnitOutcome, run_units
 from selectllm_core.errors import BackendError, PromptTooLong
+from selectllm_core.llm import ChatBackend
 from selectllm_core.select.parsing import parse_answer, repair_message
 from selectllm_core.select.prompts import answer_schema, render
-
-Progress = Callable[[int, int, dict], None]
-MAX_CONSECUTIVE_ERRORS = 3
+from selectllm_core.store import Store
 
 
 @dataclass(frozen=True)
@@ -31,21 +30,6 @@ class Candidate:
     row_id: str
     instruction: str
     input: str
-
-
-@dataclass
-class SubsetOutcome:
-    """What one subset's calls produced; picks and reasons are row ids, never invented."""
-
-    subset: int
-    status: str
-    members: list[str]
-    picks: list[str] = field(default_factory=list)
-    reasons: dict[str, str] = field(default_factory=dict)
-    raw: list[str] = field(default_factory=list)
-    calls: list[dict] = field(default_factory=list)
-    error: str | None = None
-    note: str | None = None  # what differs from the plan, said plainly (fewer picks than planned)
 
 
 @dataclass(frozen=True)
@@ -74,9 +58,9 @@ def presentation_order(members: list[Candidate], *, subset: int, seed: int, shuf
 
 
 def select_subset(
-    backend, members: list[Candidate], *, subset: int, k: int, prompt: PromptSpec, seed: int = 0,
+    backend: ChatBackend, members: list[Candidate], *, subset: int, k: int, prompt: PromptSpec, seed: int = 0,
     shuffle: bool = True,
-) -> SubsetOutcome:
+) -> UnitOutcome:
     """Ask the model for k picks of one subset, with one repair retry.
 
     Args:
@@ -92,7 +76,7 @@ def select_subset(
         The outcome; picks are row ids in the model's order.
     """
     shown = presentation_order(members, subset=subset, seed=seed, shuffle=shuffle)
-    out = SubsetOutcome(subset=subset, status="failed", members=[c.row_id for c in shown])
+    out = UnitOutcome(subset=subset, status="failed", members=[c.row_id for c in shown])
     if k > len(shown) - 1 >= 1:
         out.note = (f"{k} picks were planned, but this subset holds only {len(shown)} rows: asked for "
                     f"{len(shown) - 1}, so the model still passes one over")
@@ -134,71 +118,37 @@ def select_subset(
     return out
 
 
+def subset_work(backend: ChatBackend, subset: int, members: list[Candidate], *, k: int, prompt: PromptSpec,
+                seed: int, shuffle: bool) -> UnitOutcome:
+    """One subset as a unit of the run driver (`engines.run_units`): its outcome, never an exception."""
+    return select_subset(backend, members, subset=subset, k=k, prompt=prompt, seed=seed, shuffle=shuffle)
+
+
 def execute(
-    store, run_id: str, subsets: dict[int, list[Candidate]], *, backend, k: int, prompt: PromptSpec,
-    seed: int = 0, shuffle: bool = True, progress: Progress | None = None,
+    store: Store, run_id: str, subsets: dict[int, list[Candidate]], *, backend: ChatBackend | None = None, k: int,
+    prompt: PromptSpec, seed: int = 0, shuffle: bool = True, progress: StageProgress | None = None,
+    executor: Executor | None = None,
 ) -> dict:
-    """Run every subset that has no final outcome yet, storing each outcome as it arrives.
+    """Run every subset that has no final outcome yet through the run driver, storing each as it arrives.
 
     Args:
         store: the workspace.
         run_id: the run (already created).
         subsets: subset index -> its rows.
-        backend: a ChatBackend; its `concurrency` bounds calls in flight.
+        backend: a ChatBackend; its `concurrency` bounds calls in flight (threads of this process).
         k: picks per subset.
         prompt: the prompt side of the run.
         seed: shuffle seed.
         shuffle: shuffle candidates.
-        progress: called with (done, total, counts) after each subset.
+        progress: called with ("select", done, total) after each subset.
+        executor: how subsets are computed instead of threads over `backend` (engines.ray.RayExecutor).
 
     Returns:
         Counts of outcomes in this call: {"ok", "failed", "error", "skipped", "called"}.
     """
-    done = store.done_subsets(run_id)
-    todo = [s for s in sorted(subsets) if s not in done]
-    counts = {"ok": 0, "failed": 0, "error": 0, "skipped": 0, "called": 0}
-    total, finished, streak = len(subsets), len(done), 0
-    store.set_run_status(run_id, "running")
-    workers = max(1, int(getattr(backend, "concurrency", 1)))
-    if progress:
-        progress(finished, total, dict(counts))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: set[Future] = set()
-        queue = iter(todo)
-        while True:
-            while len(pending) < workers and (s := next(queue, None)) is not None:
-                pending.add(pool.submit(select_subset, backend, subsets[s], subset=s, k=k, prompt=prompt,
-                                        seed=seed, shuffle=shuffle))
-            if not pending:
-                break
-            finished_now, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished_now:
-                outcome = fut.result()
-                record(store, run_id, outcome, counts)
-                finished += 1
-                streak = streak + 1 if outcome.status == "error" else 0
-                if progress:
-                    progress(finished, total, dict(counts))
-            if streak >= MAX_CONSECUTIVE_ERRORS:
-                for fut in pending:
-                    fut.cancel()
-                # calls already in flight were (or will be) paid for: keep their outcomes before stopping
-                for fut in (f for f in pending if not f.cancelled()):
-                    record(store, run_id, fut.result(), counts)
-                store.set_run_status(run_id, "interrupted")
-                raise BackendError(
-                    f"Stopped: {streak} subsets in a row could not reach the model. Last error: "
-                    f"{outcome.error} Fix the backend and run the same command again: finished subsets are kept."
-                )
-    return counts
-
-
-def record(store, run_id: str, o: SubsetOutcome, counts: dict) -> None:
-    """Store one subset's outcome and add it to the run's counts (every engine records through this)."""
-    store.save_subset_result(run_id, o.subset, status=o.status, members=o.members, picks=o.picks,
-                             reasons=o.reasons, raw=o.raw, calls=o.calls, error=o.error, note=o.note)
-    counts[o.status] += 1
-    counts["called"] += len(o.calls)
+    work = functools.partial(subset_work, k=k, prompt=prompt, seed=seed, shuffle=shuffle)
+    return run_units(store, run_id, subsets, work, executor=executor or ThreadExecutor(backend), progress=progress,
+                     stage="select", what="subsets")
 
 
 def trim_picks(results: list[dict], budget: int,
@@ -232,7 +182,7 @@ def trim_picks(results: list[dict], budget: int,
     return out + [k for k in keep if k[0] not in seen]
 
 
-def finalize(store, run_id: str, budget: int) -> dict:
+def finalize(store: Store, run_id: str, budget: int) -> dict:
     """Store the trimmed selection and return a summary (selected, short by, failed subsets).
 
     Picks the curator decided, or that were exported, stay selected: a retried subset's first pick fills

@@ -16,6 +16,7 @@ import numpy as np
 
 from selectllm_core.errors import ConfigError
 from selectllm_core.split.budget import BudgetPlan
+from selectllm_core.split.kmeans import equal_size_kmeans
 
 STRATEGIES = ("diverse", "similar", "random")
 
@@ -62,9 +63,7 @@ def _diverse_layout(labels: np.ndarray, s: int, q: int, n: int, rng: np.random.G
 
 
 def _equal_size_labels(vectors: np.ndarray, n_clusters: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and centres of equal-size K-means (imported lazily: it pulls in the solver)."""
-    from selectllm_core.split.kmeans import equal_size_kmeans
-
+    """Labels and centres of equal-size K-means."""
     result = equal_size_kmeans(vectors, n_clusters=n_clusters, random_state=random_state)
     return np.asarray(result.labels, dtype=np.int64), np.asarray(result.centers)
 

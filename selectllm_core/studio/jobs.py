@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selectllm_core import methods, pipeline
+from selectllm_core.embed import EmbeddingCache
 from selectllm_core.errors import SelectLLMError
+from selectllm_core.llm import ChatBackend
+from selectllm_core.pool.load import Pool
+from selectllm_core.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +48,7 @@ class Job:
         return self.thread is not None and self.thread.is_alive()
 
 
-def run_id_for(pool: Any, config: Any, backend: Any, *, budget: Any = None) -> str:
-    """The id `pipeline.run` will give this run (it is a content id of pool, config, prompt and backend).
-
-    Pass the plan when the caller has it already (`pipeline.plan`), so it is not worked out twice.
-    """
-    from selectllm_core.pipeline import run_id_of
-
-    return run_id_of(pool, config, backend, budget=budget)
-
-
-def start_run(*, workspace: Path | str, pool_id: str, config: Any, backend: Any, embedder: Any = None,
+def start_run(*, workspace: Path | str, pool_id: str, config: pipeline.RunConfig, backend: ChatBackend, embedder: Any = None,
               cache_root: Path | str | None = None) -> Job:
     """Start (or resume) a SelectLLM run in a background thread; a no-op while the same run is running.
 
@@ -68,22 +63,13 @@ def start_run(*, workspace: Path | str, pool_id: str, config: Any, backend: Any,
     Returns:
         The Job (the running one when this run was already started).
     """
-    from selectllm_core.store import Store
-
-    reader = Store(workspace)
-    try:
-        pool = reader.load_pool(pool_id)  # read once: the id needs it, and so does the run
-    finally:
-        reader.close()
-    run_id = run_id_for(pool, config, backend)
+    pool = _read_pool(workspace, pool_id)  # read once: the id needs it, and so does the run
+    run_id = pipeline.run_id_of(pool, config, backend)
 
     def work(job: Job) -> None:
-        from selectllm_core.embed import EmbeddingCache
-        from selectllm_core.pipeline import run
-
         store = Store(workspace)
         try:
-            result = run(pool, config, store=store, backend=backend, embedder=embedder,
+            result = pipeline.run(pool, config, store=store, backend=backend, embedder=embedder,
                          cache=EmbeddingCache(cache_root), progress=lambda stage, _d, _t: _set_stage(job, stage))
             job.summary = result.summary
         finally:
@@ -92,17 +78,14 @@ def start_run(*, workspace: Path | str, pool_id: str, config: Any, backend: Any,
     return _start(run_id, "run", work)
 
 
-def start_retry(*, workspace: Path | str, run_id: str, backend: Any, subsets: list[int] | None = None) -> Job:
+def start_retry(*, workspace: Path | str, run_id: str, backend: ChatBackend, subsets: list[int] | None = None) -> Job:
     """Call a run's failed (or the given) subsets again in a background thread; a no-op while it runs."""
 
     def work(job: Job) -> None:
-        from selectllm_core.pipeline import retry_failed
-        from selectllm_core.store import Store
-
         store = Store(workspace)
         try:
             job.stage = "select"
-            job.summary = retry_failed(store, run_id, backend=backend, subsets=subsets)
+            job.summary = pipeline.retry_failed(store, run_id, backend=backend, subsets=subsets)
         finally:
             store.close()
 
@@ -117,17 +100,13 @@ def start_method(*, workspace: Path | str, pool_id: str, name: str, budget: int,
     stage names the step ("embed", "rate") and done / total count it; when it is done its summary holds
     selected, short_by and flags.
     """
-    from selectllm_core import methods
-
-    run_id = methods.plan(name, pool_id, budget=budget, embedder=embedder, backend=backend, **params).run_id
+    pool = _read_pool(workspace, pool_id)
+    run_id = methods.run_id(name, pool, budget=budget, embedder=embedder, backend=backend, **params)
 
     def work(job: Job) -> None:
-        from selectllm_core.embed import EmbeddingCache
-        from selectllm_core.store import Store
-
         store = Store(workspace)
         try:
-            result = methods.run_method(name, store.load_pool(pool_id), budget=budget, store=store,
+            result = methods.run_method(name, pool, budget=budget, store=store,
                                         embedder=embedder, cache=EmbeddingCache(cache_root), backend=backend,
                                         progress=lambda stage, d, t: _set_stage(job, stage, d, t),
                                         **params)
@@ -136,6 +115,15 @@ def start_method(*, workspace: Path | str, pool_id: str, name: str, budget: int,
             store.close()
 
     return _start(run_id, "method", work)
+
+
+def _read_pool(workspace: Path | str, pool_id: str) -> Pool:
+    """A stored pool, read with a Store of its own (the page's Store belongs to the page's thread)."""
+    reader = Store(workspace)
+    try:
+        return reader.load_pool(pool_id)
+    finally:
+        reader.close()
 
 
 def _start(run_id: str, kind: str, work: Any) -> Job:
