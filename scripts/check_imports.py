@@ -1,9 +1,10 @@
 """Count import cycles among the package's own modules, and in-function imports of its own modules.
 
 Reads every module of ``selectllm_core`` with ``ast`` (no imports are executed), counting imports at any
-depth: inside functions, under ``if TYPE_CHECKING`` (reported apart, since they never run), and relative
-ones. Prints the strongly connected components of the import graph and every in-function import of the
-package's own modules, then exits 1 if there is a cycle or an own in-function import.
+depth: inside functions, under ``if TYPE_CHECKING`` (left out of the graph, since they never run), and
+relative ones. Prints the strongly connected components of the import graph, every in-function import of the
+package's own modules, and every import that points up the layers (LAYERS: the data's way, each layer imports
+only from itself and the layers before it), then exits 1 if there is any of the three.
 
     python scripts/check_imports.py            # the check CI runs
     python scripts/check_imports.py --report   # print the figures, exit 0
@@ -19,6 +20,22 @@ PACKAGE = "selectllm_core"
 # Heavy third-party libraries that may be imported inside functions, so the package imports quickly.
 HEAVY_OK = {"torch", "umap", "ray", "llama_cpp", "sentence_transformers", "model2vec", "transformers",
             "pyarrow", "plotly", "sklearn", "k_means_constrained", "openai", "streamlit", "onnxruntime"}
+
+
+# The data's way through the package: a module may import from its own layer and the layers before it.
+LAYERS = ("errors", "plain", "pool", "embed", "split", "llm", "store", "engines", "select", "methods", "runs",
+          "pipeline", "studio", "cli", "__main__")
+
+
+def layer_of(module: str) -> int:
+    """The layer index of a module (the package itself, `selectllm_core`, is layer 0)."""
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 else 0
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) pairs where a module imports from a later layer than its own."""
+    return sorted((a, b) for a, targets in graph.items() for b in targets if layer_of(b) > layer_of(a))
 
 
 def module_name(root: Path, path: Path) -> str:
@@ -142,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     modules, graph, in_function, heavy = analyse(args.root)
     cycles = strongly_connected(graph)
+    upward = upward_imports(graph)
     print(f"{len(modules)} modules, {sum(map(len, graph.values()))} own import edges")
     print(f"import cycles (strongly connected components): {len(cycles)}")
     for comp in cycles:
@@ -150,9 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, line, target in in_function:
         print(f"  {modules[name].relative_to(args.root)}:{line} imports {target}")
     print(f"in-function imports of heavy third-party libraries (allowed): {heavy}")
+    print(f"imports up the layers ({' < '.join(LAYERS)}): {len(upward)}")
+    for a, b in upward:
+        print(f"  {a} imports {b}")
     if args.report:
         return 0
-    return 1 if cycles or in_function else 0
+    return 1 if cycles or in_function or upward else 0
 
 
 if __name__ == "__main__":

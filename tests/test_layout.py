@@ -29,19 +29,22 @@ def test_the_package_has_no_import_cycle_and_no_own_import_inside_a_function() -
     _modules, graph, in_function, _heavy = check.analyse(REPO)
     assert check.strongly_connected(graph) == []
     assert in_function == []
+    assert check.upward_imports(graph) == []
 
 
-def test_the_check_finds_a_cycle_hidden_in_a_function(tmp_path: Path) -> None:
+def test_the_check_finds_a_cycle_hidden_in_a_function_and_an_import_up_the_layers(tmp_path: Path) -> None:
     pkg = tmp_path / "selectllm_core"
-    (pkg / "sub").mkdir(parents=True)
+    (pkg / "pool").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    (pkg / "sub" / "__init__.py").write_text("")
-    (pkg / "a.py").write_text("from selectllm_core.sub import b\n")
-    (pkg / "sub" / "b.py").write_text("def f():\n    from selectllm_core import a\n    return a\n")
+    (pkg / "pool" / "__init__.py").write_text("")
+    (pkg / "store.py").write_text("from selectllm_core.pool import load\n")
+    (pkg / "pool" / "load.py").write_text("def f():\n    from selectllm_core import store\n    return store\n")
     check = _checker()
     _modules, graph, in_function, _heavy = check.analyse(tmp_path)
-    assert check.strongly_connected(graph) == [["selectllm_core.a", "selectllm_core.sub.b"]]
-    assert [(name, target) for name, _line, target in in_function] == [("selectllm_core.sub.b", "selectllm_core.a")]
+    assert check.strongly_connected(graph) == [["selectllm_core.pool.load", "selectllm_core.store"]]
+    assert [(name, target) for name, _line, target in in_function] == [("selectllm_core.pool.load",
+                                                                         "selectllm_core.store")]
+    assert check.upward_imports(graph) == [("selectllm_core.pool.load", "selectllm_core.store")]
     assert check.main(["--root", str(tmp_path)]) == 1
 
 

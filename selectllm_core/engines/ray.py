@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from selectllm_core.embed import embed_texts, embedder_for
+from selectllm_core.embed import Embedder, EmbeddingCache, EmbedResult, embed_texts, embedder_for
 from selectllm_core.errors import ConfigError
-from selectllm_core.llm import LocalLlamaBackend, OpenAICompatibleBackend
+from selectllm_core.llm import ChatBackend, LocalLlamaBackend, OpenAICompatibleBackend
 
 ENGINES = ("local", "ray")
 Factory = Callable[[], Any]
@@ -148,8 +148,9 @@ def embed_with_ray(texts: Sequence[str], *, embedder_factory: Factory, batch_siz
         return embedder.encode(texts)
 
 
-def embed_texts_with_ray(texts: Sequence[str], *, embed_model: str | None = None, embedder: Any = None,
-                         cache: Any = None, progress: Any = None, workers: int | None = None) -> Any:
+def embed_texts_with_ray(texts: Sequence[str], *, embed_model: str | None = None, embedder: Embedder | None = None,
+                         cache: EmbeddingCache | None = None, progress: Callable[[int, int], None] | None = None,
+                         workers: int | None = None) -> EmbedResult:
     """embed_texts with its cache misses computed on Ray actors; the driver alone reads and writes the cache.
 
     Args:
@@ -207,7 +208,7 @@ class RayExecutor:
         self.workers = workers
 
     @classmethod
-    def for_backend(cls, backend: Any, *, workers: int | None = None) -> RayExecutor:
+    def for_backend(cls, backend: ChatBackend, *, workers: int | None = None) -> RayExecutor:
         """An executor whose actors rebuild this backend from its settings."""
         return cls(backend_factory_for(backend), workers=workers)
 
@@ -255,7 +256,7 @@ def _unwrap(ray: Any, ref: Any) -> Any:
         raise exc.as_instanceof_cause() from None
 
 
-def backend_factory_for(backend: Any) -> Factory:
+def backend_factory_for(backend: ChatBackend) -> Factory:
     """A picklable recipe that rebuilds a backend inside a Ray worker (a live one holds locks and clients).
 
     The API key is not shipped unless the backend was given one explicitly: workers read the environment

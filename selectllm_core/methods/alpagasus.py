@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from selectllm_core.llm import ChatBackend
 from selectllm_core.methods.base import Context, Selection, rank_desc
 from selectllm_core.methods.rating import RowRating, batch_of, call_record, rate_pool, raw_by_row, workers_for
 from selectllm_core.store import Store
@@ -95,7 +96,7 @@ def repair_message(error: str) -> str:
             '{"score": <number from 0 to 5>, "reason": "<one sentence>"}')
 
 
-def rater(backend: Any, *, max_tokens: int):  # noqa: ANN201 - returns a RateRow
+def rater(backend: ChatBackend, *, max_tokens: int):  # noqa: ANN201 - returns a RateRow
     """A function rating one row with one backend: one call, and one repair call when the answer is unusable."""
 
     def rate(row: dict) -> RowRating:

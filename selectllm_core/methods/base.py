@@ -274,7 +274,8 @@ def method_run_id(pool_id: str, method: str, params: dict, backend: dict, prompt
     return f"{method}-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def resolve_models(method: Method, backend: Any, backends: list[tuple[Any, float]] | None) -> list[tuple[Any, float]]:
+def resolve_models(method: Method, backend: ChatBackend | None,
+                   backends: list[tuple[ChatBackend, float]] | None) -> list[tuple[ChatBackend, float]]:
     """The (chat backend, parameter count) pairs a method uses; the bundled local model by default."""
     if "llm" not in method.needs:
         if backend is not None or backends:
@@ -295,7 +296,7 @@ def resolve_models(method: Method, backend: Any, backends: list[tuple[Any, float
     return [(backend, 1.0)]
 
 
-def backend_record(models: list[tuple[Any, float]]) -> dict:
+def backend_record(models: list[tuple[ChatBackend, float]]) -> dict:
     """What a run stores about its models (never a key): one describe(), or every model with its weight."""
     if not models:
         return {}
@@ -321,11 +322,12 @@ class RunPlan:
     prompt: str
     record: dict
     models: list
-    embedder: Any
+    embedder: Embedder | None
 
 
-def plan_run(method: Method, pool_id: str, *, budget: int, params: dict | None = None, embedder: Any = None,
-             backend: Any = None, backends: list[tuple[Any, float]] | None = None) -> RunPlan:
+def plan_run(method: Method, pool_id: str, *, budget: int, params: dict | None = None,
+             embedder: Embedder | None = None, backend: ChatBackend | None = None,
+             backends: list[tuple[ChatBackend, float]] | None = None) -> RunPlan:
     """Resolve a method's parameters and models, and the content id its run will have (nothing is stored)."""
     params = method.resolve(params or {})
     models = resolve_models(method, backend, backends)
@@ -343,8 +345,8 @@ def plan_run(method: Method, pool_id: str, *, budget: int, params: dict | None =
 
 def execute_method(
     method: Method, source: Any, *, budget: int, params: dict | None = None, store: Store | None = None,
-    embedder: Any = None, cache: EmbeddingCache | None = None, backend: Any = None,
-    backends: list[tuple[Any, float]] | None = None, progress: StageProgress | None = None,
+    embedder: Embedder | None = None, cache: EmbeddingCache | None = None, backend: ChatBackend | None = None,
+    backends: list[tuple[ChatBackend, float]] | None = None, progress: StageProgress | None = None,
     retry_failed: bool = False, scores_of: Callable[[str], pd.Series] | None = None,
 ) -> MethodResult:
     """Run one selection method on a pool and store it as a run.

@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from selectllm_core.embed import Embedder, EmbeddingCache
+from selectllm_core.engines import StageProgress
 from selectllm_core.errors import ConfigError
 from selectllm_core.llm import ChatBackend
 from selectllm_core.methods.alpagasus import NOTE as ALPAGASUS_NOTE
@@ -88,9 +90,9 @@ def get(name: str) -> Method:
     return METHODS[name]
 
 
-def run_method(name: str, source: Any, *, budget: int, store: Store | None = None, embedder: Any = None,
-               cache: Any = None, backend: ChatBackend | None = None,
-               backends: list[tuple[ChatBackend, float]] | None = None, progress: Any = None,
+def run_method(name: str, source: Any, *, budget: int, store: Store | None = None,
+               embedder: Embedder | None = None, cache: EmbeddingCache | None = None, backend: ChatBackend | None = None,
+               backends: list[tuple[ChatBackend, float]] | None = None, progress: StageProgress | None = None,
                retry_failed: bool = False, **params: Any) -> MethodResult:
     """Run a selection method by name and store it as a run.
 
@@ -121,7 +123,7 @@ def run_method(name: str, source: Any, *, budget: int, store: Store | None = Non
                           retry_failed=retry_failed, scores_of=lambda run_id: run_scores(store, run_id))
 
 
-def run_id(name: str, pool: Pool, *, budget: int, embedder: Any = None, backend: ChatBackend | None = None,
+def run_id(name: str, pool: Pool, *, budget: int, embedder: Embedder | None = None, backend: ChatBackend | None = None,
            **params: Any) -> str:
     """The run id `run_method` will give, without running anything (the studio keys its jobs by it)."""
     method = get(name)

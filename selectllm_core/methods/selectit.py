@@ -22,12 +22,11 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from selectllm_core.llm.base import top_logprobs_of
+from selectllm_core.llm import ChatBackend, top_logprobs_of
 from selectllm_core.methods.base import Context, Selection, rank_desc
 from selectllm_core.methods.rating import RowRating, batch_of, call_record, rate_pool, raw_by_row, workers_for
 from selectllm_core.select.prompts import estimate_tokens
@@ -120,7 +119,7 @@ def row_score(entries: list[dict], *, n_models: int, parameters: list[float], al
     return score, f"SelectIT {score:.3f}; most likely rating per prompt: " + " | ".join(shown)
 
 
-def rater(models: list[tuple[Any, float]], *, k: int, top_n: int):  # noqa: ANN201 - returns a RateRow
+def rater(models: list[tuple[ChatBackend, float]], *, k: int, top_n: int):  # noqa: ANN201 - returns a RateRow
     """A function rating one row: K prompts x every model, one top-logprobs call each."""
 
     def rate(row: dict) -> RowRating:

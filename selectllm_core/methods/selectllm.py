@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from selectllm_core.embed import EmbeddingCache, EmbedResult, embed_texts, embedder_for
+from selectllm_core.embed import Embedder, EmbeddingCache, EmbedResult, embed_texts, embedder_for
 from selectllm_core.engines import Executor, StageProgress, ThreadExecutor
 from selectllm_core.engines.ray import RayExecutor, embed_texts_with_ray  # ray itself loads only when used
 from selectllm_core.errors import ConfigError
@@ -89,7 +89,7 @@ class RunResult:
     pool_saved: PoolSaved | None = None  # whether the pool was new, a new version, or already stored
 
 
-def embed(pool: Pool, *, embed_model: str | None = None, embedder: Any = None,
+def embed(pool: Pool, *, embed_model: str | None = None, embedder: Embedder | None = None,
           cache: EmbeddingCache | None = None, progress: StageProgress | None = None,
           engine: str = "local") -> EmbedResult:
     """Embed a pool's `text` column through the cache (engine "ray": the misses on Ray actors)."""
@@ -150,7 +150,7 @@ def executor_for(engine: str, backend: ChatBackend) -> Executor:
 
 def run(
     source: Any, config: RunConfig, *, store: Store | None = None, backend: ChatBackend | None = None,
-    embedder: Any = None, cache: EmbeddingCache | None = None, progress: StageProgress | None = None,
+    embedder: Embedder | None = None, cache: EmbeddingCache | None = None, progress: StageProgress | None = None,
     engine: str = "local",
 ) -> RunResult:
     """Run the whole pipeline: load, embed, split, ask the model per subset, trim to the budget.
@@ -247,7 +247,7 @@ def retry_failed(store: Store, run_id: str, *, backend: ChatBackend, subsets: li
     return {**finalize(store, run_id, params["budget"]), "retried": counts}
 
 
-def run_as_method(source: Any, *, budget: int, store: Store | None = None, embedder: Any = None,
+def run_as_method(source: Any, *, budget: int, store: Store | None = None, embedder: Embedder | None = None,
                   cache: EmbeddingCache | None = None, backend: ChatBackend | None = None,
                   progress: StageProgress | None = None, **params: Any) -> MethodResult:
     """`run`, called the way the registry calls every method (the Compare page, `methods.run_method`)."""

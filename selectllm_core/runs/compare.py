@@ -18,17 +18,10 @@ import pandas as pd
 
 from selectllm_core.embed import EmbeddingCache, SentenceTransformerEmbedder, embed_texts
 from selectllm_core.errors import ConfigError
-from selectllm_core.methods.base import row_lengths
+from selectllm_core.methods import METHODS, row_lengths, setting
 from selectllm_core.runs.picks import selection_frame
 from selectllm_core.split import equal_size_kmeans
 from selectllm_core.store import Store
-
-LISTWISE = ("selectllm",)
-SETTINGS = {  # parameters worth showing next to a run's method
-    "selectllm": ("split", "shuffle", "prompt", "subset_size"), "random": ("seed",), "length": ("order",),
-    "coreset": ("seed",), "deita": ("tau", "score_run", "score_column"), "alpagasus": ("threshold",),
-    "selectit": ("alpha", "k"),
-}
 
 
 @dataclass
@@ -181,7 +174,7 @@ def _clusters(store: Store, runs: list[dict], frame: pd.DataFrame, vectors: np.n
             raise ConfigError("Cluster labels must give one label >= 0 per pool row.")
         return labels, int(labels.max()) + 1, "labels given by the caller"
     if clusters == "auto":
-        listwise = [r["run_id"] for r in runs if r["method"] in LISTWISE]
+        listwise = [r["run_id"] for r in runs if _listwise(r)]
         clusters = next((rid for rid in listwise if (store.plan(rid)["cluster"] >= 0).all()), "kmeans")
     if clusters == "kmeans":
         return _shared_kmeans(vectors, n_clusters, seed)
@@ -207,10 +200,13 @@ def _shared_kmeans(vectors: np.ndarray, n_clusters: int, seed: int) -> tuple[np.
 
 
 def run_setting(run: dict) -> str:
-    """The parameters that tell runs of one method apart."""
-    params = run["params"]
-    keys = SETTINGS.get(run["method"], ())
-    return ", ".join(f"{k}={params[k]}" for k in keys if params.get(k) is not None)
+    """The parameters that tell runs of one method apart (declared with `setting=True` in the registry)."""
+    return setting(run)
+
+
+def _listwise(run: dict) -> bool:
+    method = METHODS.get(run["method"])
+    return bool(method and method.listwise)
 
 
 def _pool_row(n: int, labels: np.ndarray, k: int, lengths: np.ndarray) -> dict:
@@ -240,7 +236,7 @@ def _bias(store: Store, runs: list[dict]) -> tuple[pd.DataFrame, dict[str, pd.Da
     """Position-bias summary per listwise run, and its per-position counts."""
     rows, counts = [], {}
     for run in runs:
-        if run["method"] not in LISTWISE:
+        if not _listwise(run):
             continue
         b = position_bias(store.subset_results(run["run_id"]))
         top = int(np.argmax(b["observed"])) + 1 if b["picks"] else None

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from selectllm_core.llm import ChatBackend
 
 # Published context windows (tokens) of common models served behind OpenAI-compatible APIs. Longest prefix wins.
 CONTEXT_WINDOWS = {
@@ -41,7 +42,7 @@ class Window:
     source: str
 
 
-def context_window(backend: Any) -> Window:
+def context_window(backend: ChatBackend) -> Window:
     """The context window of a chat backend: local n_ctx, an explicit setting, the table, or the assumption."""
     explicit = getattr(backend, "context_window", None)
     if explicit:
@@ -78,7 +79,7 @@ class SubsetCap:
         return text
 
 
-def subset_cap(frame: pd.DataFrame, backend: Any, *, template: str, max_tokens: int,
+def subset_cap(frame: pd.DataFrame, backend: ChatBackend, *, template: str, max_tokens: int,
                max_input_chars: int | None = None, seed: int = 0) -> SubsetCap:
     """The largest subset size whose prompt fits the backend's context window.
 
@@ -110,7 +111,7 @@ def subset_cap(frame: pd.DataFrame, backend: Any, *, template: str, max_tokens: 
                      fixed_tokens=fixed, spread=spread, too_long=(alone, len(counts)))
 
 
-def _token_counts(backend: Any, texts: list[str]) -> list[float]:
+def _token_counts(backend: ChatBackend, texts: list[str]) -> list[float]:
     """Tokens per text: exact with the backend's tokenizer when it has one, else by characters."""
     many = getattr(backend, "count_tokens_many", None)
     counts = many(texts) if many else None
