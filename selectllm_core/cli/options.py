@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
+from selectllm_core.engines import ENGINES
 from selectllm_core.llm import ChatBackend, make_backend
 from selectllm_core.methods import Param
-from selectllm_core.methods.selectllm import ENGINES
 from selectllm_core.pool.load import Pool, column_map, load_pool
 from selectllm_core.runs.export import FORMATS
 from selectllm_core.store import Store

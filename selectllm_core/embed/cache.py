@@ -18,7 +18,7 @@ import numpy as np
 
 from selectllm_core.embed.minilm import SentenceTransformerEmbedder
 
-Progress = Callable[[int, int], None]
+BatchProgress = Callable[[int, int], None]  # (texts done, texts in all): one stage, so no stage name
 
 
 class Embedder(Protocol):
@@ -102,7 +102,7 @@ def embed_texts(
     embedder: Embedder | None = None,
     cache: EmbeddingCache | None = None,
     batch_size: int = 256,
-    progress: Progress | None = None,
+    progress: BatchProgress | None = None,
 ) -> EmbedResult:
     """Embed texts, computing only those the cache lacks.
 

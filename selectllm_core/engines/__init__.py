@@ -21,12 +21,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from selectllm_core.engines.ray import RayExecutor
 from selectllm_core.engines.threads import ThreadExecutor
-from selectllm_core.errors import BackendError
+from selectllm_core.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
     from selectllm_core.store import Store
 
+ENGINES = ("local", "ray")
 MAX_CONSECUTIVE_ERRORS = 3
 STATUSES = ("ok", "failed", "error", "skipped")
 StageProgress = Callable[[str, int, int], None]
@@ -60,6 +62,15 @@ class Executor(Protocol):
 
     def map(self, work: Work, items: Iterable[tuple[int, Any]], *,
             stop: Callable[[], bool]) -> Iterator[UnitOutcome]: ...
+
+
+def executor_for(engine: str, backend: Any) -> Executor:
+    """Threads of this process over the backend (engine "local"), or Ray actors that rebuild it ("ray")."""
+    if engine == "ray":
+        return RayExecutor.for_backend(backend)
+    if engine != "local":
+        raise ConfigError(f"Unknown engine {engine!r}: choose {' or '.join(ENGINES)}.")
+    return ThreadExecutor(backend)
 
 
 def record(store: Store, run_id: str, o: UnitOutcome, counts: dict) -> None:
@@ -124,5 +135,5 @@ def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *
     return counts
 
 
-__all__ = ["MAX_CONSECUTIVE_ERRORS", "STATUSES", "Executor", "StageProgress", "ThreadExecutor", "UnitOutcome",
-           "Work", "record", "run_units"]
+__all__ = ["ENGINES", "MAX_CONSECUTIVE_ERRORS", "RayExecutor", "STATUSES", "Executor", "StageProgress", "ThreadExecutor", "UnitOutcome",
+           "Work", "executor_for", "record", "run_units"]

@@ -24,7 +24,6 @@ from selectllm_core.embed import Embedder, EmbeddingCache, EmbedResult, embed_te
 from selectllm_core.errors import ConfigError
 from selectllm_core.llm import ChatBackend, LocalLlamaBackend, OpenAICompatibleBackend
 
-ENGINES = ("local", "ray")
 Factory = Callable[[], Any]
 
 
@@ -291,5 +290,5 @@ def suggested_chunk(embedder: RayEmbedder) -> int:
     return embedder.batch_size * 4 * (embedder.workers or _cpus(ray))
 
 
-__all__ = ["ENGINES", "RayEmbedder", "RayExecutor", "backend_factory_for", "embed_texts_with_ray", "embed_with_ray",
+__all__ = ["RayEmbedder", "RayExecutor", "backend_factory_for", "embed_texts_with_ray", "embed_with_ray",
            "ray_module", "suggested_chunk"]

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from selectllm_core.embed import Embedder, EmbeddingCache, EmbedResult, embed_texts, embedder_for
-from selectllm_core.engines import Executor, StageProgress, ThreadExecutor
-from selectllm_core.engines.ray import RayExecutor, embed_texts_with_ray  # ray itself loads only when used
+from selectllm_core.engines import StageProgress, executor_for
+from selectllm_core.engines.ray import embed_texts_with_ray  # ray itself loads only when used
 from selectllm_core.errors import ConfigError
 from selectllm_core.llm import ChatBackend, backend_identity, make_backend
 from selectllm_core.methods.base import Method, MethodResult, Param, load
@@ -30,7 +30,6 @@ from selectllm_core.split import STRATEGIES, BudgetPlan, make_subsets, plan_budg
 from selectllm_core.store import PoolSaved, Store
 
 NAME = "selectllm"
-ENGINES = ("local", "ray")
 
 PARAMS = (
     Param("subset_size", int, None, "Candidates per LLM query (default: ceil(pool / min(1000, budget)), as in the "
@@ -139,15 +138,6 @@ def subsets_from_plan(store: Store, run_id: str, pool: Pool) -> dict[int, list[C
     return subsets
 
 
-def executor_for(engine: str, backend: ChatBackend) -> Executor:
-    """Threads of this process over the backend, or Ray actors that rebuild it (engine "ray")."""
-    if engine == "ray":
-        return RayExecutor.for_backend(backend)
-    if engine != "local":
-        raise ConfigError(f"Unknown engine {engine!r}: choose {' or '.join(ENGINES)}.")
-    return ThreadExecutor(backend)
-
-
 def run(
     source: Any, config: RunConfig, *, store: Store | None = None, backend: ChatBackend | None = None,
     embedder: Embedder | None = None, cache: EmbeddingCache | None = None, progress: StageProgress | None = None,
@@ -169,12 +159,11 @@ def run(
     Returns:
         A RunResult; `stats` counts new embeddings and new LLM calls made by this call.
     """
-    if engine not in ENGINES:
-        raise ConfigError(f"Unknown engine {engine!r}: choose {' or '.join(ENGINES)}.")
     SELECTLLM.resolve(config.params())  # the registry's bounds, for the Python API as for the CLI
     store = store or Store()
     cache = cache or EmbeddingCache()
     backend = backend or make_backend("local")
+    executor = executor_for(engine, backend)  # an unknown engine fails here, before any work
     template, answer_format = load_template(config.prompt)
     check(template, domain=config.domain)
     stats: dict[str, Any] = {}
@@ -208,7 +197,7 @@ def run(
     # 4. the model, subset by subset (the run driver skips finished subsets and records each outcome)
     t0 = time.perf_counter()
     calls_before = store.count_calls(run_id)
-    execute(store, run_id, subsets_from_plan(store, run_id, pool), executor=executor_for(engine, backend),
+    execute(store, run_id, subsets_from_plan(store, run_id, pool), executor=executor,
             k=budget_plan.picks_per_subset, prompt=PromptSpec(template, answer_format, config.domain,
                                                               config.max_tokens, config.max_input_chars),
             seed=config.seed, shuffle=config.shuffle, progress=progress)
