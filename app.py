@@ -19,7 +19,8 @@ Cross-page session state. These are the only keys pages share; widget keys carry
 
 The page scripts live in app_pages/, not pages/: Streamlit runs a folder named pages/ in its older
 multipage mode when a fresh server's first request is a page URL (a bookmark or a reload), bypassing
-this router and its session setup.
+this router and its session setup. Each page is a short script (read widgets, call the core, render);
+what it computes lives in selectllm_core/studio/, plain functions that the tests call directly.
 
 A core error (SelectLLMError) that no page handles is shown here as st.error with its message, which says how
 to fix it; a workspace that cannot be opened also gets a picker for another one.
@@ -40,7 +41,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from app_pages import _runs  # noqa: E402 - the environment above must be set first
 from app_pages import _shared as shared  # noqa: E402
 from selectllm_core.errors import ConfigError, SelectLLMError  # noqa: E402
-from selectllm_core.studio import ui_logic  # noqa: E402
+from selectllm_core.studio.text import md_escape  # noqa: E402
 
 
 def sidebar() -> None:
@@ -65,7 +66,7 @@ def sidebar() -> None:
             key_state = "key set (memory)" if shared.api_key() else "no key"
         except ConfigError as exc:  # a broken secrets file: say so here, the Select page takes a typed key
             key_state = "key unreadable"
-            st.error(ui_logic.md_escape(str(exc)), icon=":material/error:")
+            st.error(md_escape(str(exc)), icon=":material/error:")
         st.text(f"{ss.backend['model'] or '(no model)'}\n{ss.backend['base_url'] or 'api.openai.com'}\n{key_state}")
     st.markdown("**Workspace**")
     st.text(str(shared.workspace().resolve()))

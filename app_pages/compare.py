@@ -7,13 +7,15 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from app_pages import _runs
 from app_pages import _shared as shared
 from selectllm_core import methods
-from selectllm_core.errors import SelectLLMError
+from selectllm_core.errors import ConfigError
 from selectllm_core.pipeline import which_picks
 from selectllm_core.runs import compare
-from selectllm_core.studio import compare_view as compare_map
-from selectllm_core.studio import jobs, ui_logic
+from selectllm_core.studio import compare_view, jobs
+from selectllm_core.studio.run_view import LOCAL_WARNING
+from selectllm_core.studio.text import md_escape
 
 ss, store = st.session_state, shared.store()
 st.title("Compare")
@@ -65,7 +67,7 @@ def param_input(method: Any, name: str, default: Any) -> Any:
 
 def method_form() -> None:
     """Pick a method, set its parameters and budget, start it in the background."""
-    names = list(methods.METHODS)
+    names = [n for n in methods.METHODS if n != "selectllm"]  # SelectLLM runs from the Select page
     name = st.selectbox("Method", names, key="compare_method",
                         format_func=lambda n: f"{methods.METHODS[n].title}: {methods.METHODS[n].summary}")
     method = methods.METHODS[name]
@@ -89,46 +91,15 @@ def method_form() -> None:
         st.caption(f"This method asks {model} about every one of the {n:,} rows (about {calls:,} model calls; "
                    "change the model on the Select page). A stopped run resumes from its saved batches.")
         if b["kind"] == "local":
-            st.warning(shared.LOCAL_WARNING, icon=":material/warning:")
+            st.warning(LOCAL_WARNING, icon=":material/warning:")
     if st.button(f"Run {method.title}", type="primary", key="compare_start"):
         try:
             job = jobs.start_method(workspace=shared.workspace(), pool_id=ss.pool_id, name=name, budget=budget,
                                     params=params, backend=shared.chat_backend() if uses_llm else None,
                                     embedder=shared.embedder() if "embeddings" in method.needs else None)
-        except SelectLLMError as exc:
+        except ConfigError as exc:  # parameters that cannot work: said here, in the form
             shared.stop_on_error(exc)
         ss.compare_job = job.run_id
-
-
-def job_panel(run_id: str) -> None:
-    """The started method's progress; when it ends, its outcome (refreshes every 2 s while it works)."""
-    def body() -> None:
-        job = jobs.get(run_id)
-        if job is None:
-            return
-        if job.running:
-            count = f" {job.done:,} / {job.total:,}" if job.total else ""
-            st.progress(min(1.0, job.done / job.total) if job.total else 0.0, text=f"{run_id}: {job.stage}{count}")
-        elif job.error:
-            st.error(ui_logic.md_escape(job.error), icon=":material/error:")
-        elif job.summary:
-            s = job.summary
-            short = f"; {s['short_by']} short of the budget: {s['flags']}" if s["short_by"] else ""
-            st.success(ui_logic.md_escape(f"{run_id}: {s['selected']} rows selected{short}. It is now in the "
-                                          "comparison below; open it from the sidebar to review or export it."),
-                       icon=":material/check_circle:")
-        if not job.running and ss.get("compare_was_running"):
-            ss.compare_was_running = False
-            chosen = ss.get("compare_runs")
-            if chosen is not None and run_id not in chosen:
-                ss.compare_runs = [*chosen, run_id]
-            st.rerun(scope="app")
-        ss.compare_was_running = job.running
-
-    if jobs.is_running(run_id):
-        st.fragment(run_every=2)(body)()
-    else:
-        body()
 
 
 @st.cache_data(show_spinner="Comparing runs…", max_entries=16)
@@ -139,12 +110,17 @@ def comparison(run_ids: tuple[str, ...], which: str, price: float, fingerprint: 
                                 price_per_1k=price, which=which)
 
 
+def columns(spec: dict[str, tuple[str, str | None, str | None]]) -> dict[str, Any]:
+    """Number columns from compare_view's (title, format, help) table."""
+    return {c: st.column_config.NumberColumn(t, format=f, help=h) for c, (t, f, h) in spec.items()}
+
+
 # -- 1. another method --------------------------------------------------------------------------------------
 pool_runs = store.list_runs().pipe(lambda f: f[f["pool_id"] == ss.pool_id])
 with st.expander("Run another method on this pool", expanded=len(pool_runs) < 2 or "compare_job" in ss):
     method_form()
 if ss.get("compare_job"):
-    job_panel(ss.compare_job)
+    _runs.method_panel(ss.compare_job)
 
 # -- 2. which runs ------------------------------------------------------------------------------------------
 runs = pool_runs[pool_runs["selected"] > 0]
@@ -153,19 +129,16 @@ if len(runs) < 2:
             "run another method above (random and k-center coreset take seconds).")
     st.stop()
 records = {r: store.get_run(r) for r in runs["run_id"]}
-TITLES = {"selectllm": "SelectLLM", **{name: m.title for name, m in methods.METHODS.items()}}
-labels = compare_map.run_labels(records, {r: compare.run_setting(rec) for r, rec in records.items()}, TITLES)
-newest = runs["run_id"].tolist()[::-1]
-per_method = [runs.loc[runs["method"] == m, "run_id"].iloc[-1] for m in dict.fromkeys(runs["method"][::-1])]
-default = list(dict.fromkeys(per_method + newest))[: max(2, min(len(per_method), 6))]  # newest of each method
+titles = {name: m.title for name, m in methods.METHODS.items()}  # SelectLLM included
+labels = compare_view.run_labels(records, {r: compare.run_setting(rec) for r, rec in records.items()}, titles)
 if "compare_runs" in ss:
     ss.compare_runs = [r for r in ss.compare_runs if r in labels]
 c1, c2, c3 = st.columns([4, 3, 1])
-chosen = c1.multiselect("Runs to compare", list(labels), default=None if "compare_runs" in ss else default,
-                        format_func=labels.get, key="compare_runs")
-whichs = {"all": "all picks", "selected": "not rejected", "accepted": "accepted only"}
-which = c2.segmented_control("Picks compared", list(whichs), format_func=whichs.get, default="all",
-                             key="compare_which", help="After review, compare what the curator kept.") or "all"
+chosen = c1.multiselect("Runs to compare", list(labels), format_func=labels.get, key="compare_runs",
+                        default=None if "compare_runs" in ss else compare_view.default_runs(runs))
+which = c2.segmented_control("Picks compared", list(compare_view.WHICH), format_func=compare_view.WHICH.get,
+                             default="all", key="compare_which", help="After review, compare what the curator kept.")
+which = which or "all"
 price = c3.number_input("$ per 1k tokens", 0.0, 1.0, float(ss.prompt["price_per_1k"]), 0.0005, format="%.4f",
                         key="compare_price", help="Prompt and answer tokens, for the cost column.")
 if len(chosen) < 2:
@@ -173,85 +146,52 @@ if len(chosen) < 2:
     st.stop()
 if any(records[r]["method"] == "alpagasus" for r in chosen):
     st.caption(f":material/info: {methods.METHODS['alpagasus'].note}")
-
 selections = {r: store.selection(r) for r in chosen}
-# changes whenever a pick or decision of these runs changes: the cached comparison is then recomputed
-fingerprint = str(hash(tuple((r, f[["id", "decision"]].to_json()) for r, f in selections.items())))
-try:
-    result = comparison(tuple(chosen), which, price, fingerprint, str(shared.workspace().resolve()))
-except SelectLLMError as exc:
-    shared.stop_on_error(exc)
+# the fingerprint changes whenever a pick or decision of these runs changes: the comparison is then recomputed
+result = comparison(tuple(chosen), which, price, compare_view.selections_key(selections),
+                    str(shared.workspace().resolve()))
 
-# -- 3. the table -------------------------------------------------------------------------------------------
+# -- 3. the tables ------------------------------------------------------------------------------------------
 st.subheader("Measures")
-table = result.table.copy()
-table.insert(0, "label", ["whole pool (reference)"] + [labels[r] for r in table["run"].iloc[1:]])
-table = table.drop(columns=["method"])
-table["run"] = table["run"].where(table.index > 0, "")
-num, text = st.column_config.NumberColumn, st.column_config.TextColumn
-order = ("label", "selected", "coverage_mean", "coverage_max", "entropy_bits", "evenness", "len_mean", "len_median",
-         "len_p90", "llm_calls", "tokens", "cost", "setting", "run")
-st.dataframe(table, hide_index=True, width="stretch", column_order=order, column_config={
-    "label": text("Method", width="medium", pinned=True),
-    "setting": text("Setting", help="The parameters of this run."),
-    "run": text("Run id", help="Open it from the Run picker in the sidebar to review or export it."),
-    "selected": num("Rows", help="Picks compared (see 'Picks compared')."),
-    "coverage_mean": num("Coverage, mean ↓", format="%.3f", help="Mean cosine distance from every pool row to its "
-                         "nearest pick: lower means the picks reach every part of the pool."),
-    "coverage_max": num("Coverage, worst ↓", format="%.3f", help="The pool row farthest from any pick."),
-    "entropy_bits": num("Cluster entropy ↑", format="%.2f", help="Entropy (bits) of the picks over the clusters: "
-                        "higher means more evenly spread."),
-    "evenness": num("Evenness ↑", format="%.2f", help="Entropy over its maximum, log2(clusters): 1 is perfectly "
-                    "even."),
-    "len_mean": num("Length, mean", format="%.0f", help="Characters of instruction + input."),
-    "len_median": num("Length, median", format="%.0f"), "len_p90": num("Length, p90", format="%.0f"),
-    "llm_calls": num("LLM calls"), "tokens": num("Tokens", format="%d"),
-    "cost": num("Est. cost ($)", format="%.4f")})
-st.caption(" · ".join(ui_logic.md_escape(n) for n in result.notes) + ". ↓ lower is better, ↑ higher is better.")
-
-empty = [labels[r] for r, n in zip(result.table["run"].iloc[1:], result.table["selected"].iloc[1:]) if n == 0]
-if empty:
-    kind = {"accepted": "accepted picks", "selected": "picks left after rejections"}.get(which, "picks")
-    st.info(ui_logic.md_escape(f"No {kind} yet in: {', '.join(empty)}, so their measures are empty. Review those "
-                               "runs (open them from the sidebar), or compare all picks."),
-            icon=":material/info:")
+text = st.column_config.TextColumn
+st.dataframe(compare_view.measures_table(result.table, labels), hide_index=True, width="stretch",
+             column_order=("label", *compare_view.MEASURES, "setting", "run"), column_config={
+                 "label": text("Method", width="medium", pinned=True),
+                 "setting": text("Setting", help="The parameters of this run."),
+                 "run": text("Run id", help="Open it from the Run picker in the sidebar to review or export it."),
+                 **columns(compare_view.MEASURES)})
+st.caption(" · ".join(md_escape(n) for n in result.notes) + ". ↓ lower is better, ↑ higher is better.")
+if note := compare_view.empty_note(result.table, labels, which):
+    st.info(md_escape(note), icon=":material/info:")
 left, right = st.columns(2)
 with left:
     st.markdown("**Overlap** (Jaccard: shared picks / all picks of the two runs)")
     overlap = result.overlap.rename(index=labels, columns=labels)
-    st.dataframe(overlap, width="stretch", column_config={c: num(c, format="%.2f") for c in overlap.columns})
+    st.dataframe(overlap, width="stretch", column_config=columns({c: (c, "%.2f", None) for c in overlap.columns}))
 with right:
     st.markdown("**Position bias** (listwise runs: does the model favour a position in its list?)")
     if result.position_bias.empty:
         st.caption("None of these runs is listwise (SelectLLM); the other methods score rows one by one.")
     else:
         bias = result.position_bias.assign(run=lambda f: f["run"].map(labels))
-        st.dataframe(bias[["run", "shuffle", "picks", "top_position", "top_share", "uniform_share", "p_value"]],
-                     hide_index=True, width="stretch", column_config={
-            "run": text("Run"), "top_position": num("Most picked position"),
-            "top_share": num("Top share", format="%.2f", help="Share of picks at the most picked position."),
-            "uniform_share": num("Uniform", format="%.2f", help="That share if every position were equally likely."),
-            "p_value": num("p (chi-square)", format="%.3g", help="Small (< 0.05): picks depend on the position.")})
+        st.dataframe(bias[["run", "shuffle", "picks", *compare_view.BIAS]], hide_index=True, width="stretch",
+                     column_config={"run": text("Run"), **columns(compare_view.BIAS)})
         st.caption("Shuffling the candidates in each subset (the default) spreads a position bias over the rows.")
-
 
 # -- 4. the map ---------------------------------------------------------------------------------------------
 st.subheader("Picks on the map")
-try:
-    build = shared.build_map()
-except SelectLLMError as exc:
-    shared.stop_on_error(exc)
+build = shared.build_map()
 modes = {"overlay": "Overlaid", "panels": "Side by side"}
 mode = st.segmented_control("Show", list(modes), format_func=modes.get, default="overlay",
                             key="compare_map_mode") or "overlay"
-frame = compare_map.map_points(active.frame, build.coords)
-layers = [compare_map.Layer(labels[r], which_picks(selections[r], which)) for r in chosen]
+frame = compare_view.map_points(active.frame, build.coords)
+layers = [compare_view.Layer(labels[r], which_picks(selections[r], which)) for r in chosen]
 if mode == "overlay":
     st.caption("Grey: the pool. Each run has its own colour and symbol; click a legend entry to hide or show a "
                "run, double-click to show it alone. Hover a pick for its rank and reason.")
-    fig = compare_map.overlay_figure(frame, layers)
+    fig = compare_view.overlay_figure(frame, layers)
 else:
     st.caption("One map per run, on shared axes: zoom one and the others follow. Hover a pick for its rank and "
                "reason.")
-    fig = compare_map.panels_figure(frame, layers)
+    fig = compare_view.panels_figure(frame, layers)
 st.plotly_chart(fig, key="compare_map", config={"displaylogo": False, "scrollZoom": True})

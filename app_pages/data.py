@@ -9,10 +9,10 @@ import plotly.express as px
 import streamlit as st
 
 from app_pages import _shared as shared
-from selectllm_core.errors import SelectLLMError
-from selectllm_core.pool.load import ColumnMap, detect_columns, load_pool
+from selectllm_core.errors import PoolError
+from selectllm_core.pool.load import ColumnMap, Pool, detect_columns, load_pool
 from selectllm_core.pool.readers import parse_bytes
-from selectllm_core.studio import ui_logic
+from selectllm_core.studio.text import md_escape
 
 st.title("Data")
 store = shared.store()
@@ -24,13 +24,13 @@ def read_raw(data: bytes, name: str) -> pd.DataFrame:
 
 
 @st.cache_resource(show_spinner="Checking rows…", max_entries=4)
-def check_pool(data: bytes, name: str, instruction: str, input_: str | None, id_: str | None):  # noqa: ANN201
+def check_pool(data: bytes, name: str, instruction: str, input_: str | None, id_: str | None) -> Pool:
     upload = io.BytesIO(data)
     upload.name = name
     return load_pool(upload, columns=ColumnMap(instruction, input_, id_))
 
 
-def report(pool) -> None:  # noqa: ANN001 - a data.Pool
+def report(pool: Pool) -> None:
     """Counts, dropped rows, a length histogram and the first rows of a pool."""
     r = pool.report
     cols = st.columns(5)
@@ -39,7 +39,7 @@ def report(pool) -> None:  # noqa: ANN001 - a data.Pool
                                           ("Empty dropped", r.empty_dropped), ("Bad rows", len(r.bad_rows))]):
         col.metric(label, f"{value:,}")
     for note in r.notes:
-        st.info(ui_logic.md_escape(note))
+        st.info(md_escape(note))
     if r.bad_rows:
         with st.expander(f"{len(r.bad_rows)} bad rows (not loaded)"):
             st.dataframe(pd.DataFrame(r.bad_rows, columns=["row", "problem"]), hide_index=True)
@@ -50,7 +50,7 @@ def report(pool) -> None:  # noqa: ANN001 - a data.Pool
     st.dataframe(pool.frame.drop(columns=["text"]).head(50), hide_index=True, height=240)
 
 
-def save(pool) -> None:  # noqa: ANN001 - a data.Pool
+def save(pool: Pool) -> None:
     """Store the checked pool and open it; what the save did is shown above the tabs after the rerun."""
     saved = store.save_pool(pool)
     shared.open_pool(saved.pool_id)
@@ -60,7 +60,7 @@ def save(pool) -> None:  # noqa: ANN001 - a data.Pool
 
 if st.session_state.get("data_saved"):
     (st.info if "Identical" in st.session_state.data_saved else st.success)(
-        ui_logic.md_escape(st.session_state.pop("data_saved")))
+        md_escape(st.session_state.pop("data_saved")))
 
 tab_current, tab_upload = st.tabs(["Current pool", "Load a new pool"])
 with tab_current:
@@ -72,7 +72,7 @@ with tab_current:
                  key="data_pool_choice", on_change=lambda: shared.open_pool(st.session_state.data_pool_choice))
     active = shared.pool(st.session_state.pool_id)
     cols = active.report.columns
-    st.caption(ui_logic.md_escape(f"Columns: instruction = {cols.instruction!r}, input = {cols.input!r}, "
+    st.caption(md_escape(f"Columns: instruction = {cols.instruction!r}, input = {cols.input!r}, "
                                   f"id = {cols.id!r} (schema {active.report.schema})"))
     report(active)
 
@@ -85,11 +85,11 @@ with tab_upload:
     data = upload.getvalue()
     try:
         raw = read_raw(data, upload.name)
-    except SelectLLMError as exc:
+    except PoolError as exc:  # a file that cannot be read: say why in this tab
         shared.stop_on_error(exc)
     try:
         guess = detect_columns(raw)[1]
-    except SelectLLMError:
+    except PoolError:
         st.warning("No column is named like an instruction (instruction, prompt, text): choose it below.")
         guess = ColumnMap(str(raw.columns[0]))
     st.dataframe(raw.head(10), hide_index=True, height=200)
@@ -102,7 +102,7 @@ with tab_upload:
     try:
         new = check_pool(data, upload.name, instruction, None if input_ == none else input_,
                          None if id_ == none else id_)
-    except SelectLLMError as exc:
+    except PoolError as exc:  # rows or columns that cannot make a pool
         shared.stop_on_error(exc)
     st.button(f"Save to the workspace and open it ({len(new.frame):,} rows)", type="primary", key="data_save",
               on_click=save, args=(new,))

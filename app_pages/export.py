@@ -5,29 +5,24 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import _shared as shared
-from selectllm_core.errors import SelectLLMError
+from selectllm_core.errors import UnknownRunError
 from selectllm_core.pipeline import selection_frame
 from selectllm_core.runs.export import FORMATS, export_frame
-from selectllm_core.studio import ui_logic
+from selectllm_core.studio import download
 
 ss, store = st.session_state, shared.store()
 st.title("Export")
 run_id = shared.require_run()
 try:
     picks = store.selection(run_id)
-except SelectLLMError:
+except UnknownRunError:  # started in the background, not recorded yet
     st.info("The run is still preparing: nothing to export yet.")
     st.stop()
-counts = picks["decision"].value_counts()
-choices = {"accepted": f"Accepted picks ({counts.get('accepted', 0)})",
-           "selected": f"Every pick not rejected ({len(picks) - counts.get('rejected', 0)})",
-           "all": f"All picks, with their decisions ({len(picks)})"}
+choices = download.row_choices(picks)
 c1, c2, c3 = st.columns(3)
-which = c1.radio("Rows", list(choices), 0 if counts.get("accepted", 0) else 1, format_func=choices.get,
+which = c1.radio("Rows", list(choices), 0 if (picks["decision"] == "accepted").any() else 1, format_func=choices.get,
                  key="export_which")
-fmt = c2.selectbox("Format", FORMATS, key="export_format",
-                   format_func={"csv": "CSV (opens in Excel and Sheets)", "jsonl": "JSONL", "parquet": "Parquet",
-                                "labelstudio": "Label Studio tasks (JSON)"}.get)
+fmt = c2.selectbox("Format", FORMATS, key="export_format", format_func=download.FORMAT_LABELS.get)
 batch = int(c3.number_input("Rows per file (0 = one file)", 0, 100_000, 0, key="export_batch"))
 
 frame = selection_frame(store, run_id, which=which)
@@ -37,17 +32,12 @@ if frame.empty:
 st.subheader(f"Preview: the first rows of {len(frame):,}")
 st.dataframe(export_frame(frame, run_id=run_id).head(20), hide_index=True)
 
-try:
-    out = ui_logic.export_bytes(store, run_id, fmt=fmt, which=which, batch_size=batch or None)
-except SelectLLMError as exc:
-    shared.stop_on_error(exc)
+out = download.export_bytes(store, run_id, fmt=fmt, which=which, batch_size=batch or None)
 d1, d2 = st.columns([1, 3])
-kind = "zip of batches" if out.name.endswith(".zip") else fmt.upper() if fmt != "labelstudio" else "Label Studio"
-d1.download_button(f"Download {kind} ({len(frame):,} rows)", out.data, file_name=out.name, mime=out.mime,
+d1.download_button(f"Download {out.kind(fmt)} ({len(frame):,} rows)", out.data, file_name=out.name, mime=out.mime,
                    type="primary", key="export_download", help=f"Saves {out.name}",
                    on_click=store.mark_exported, args=(run_id, frame["id"].tolist()))
 d2.download_button("Download the manifest", out.manifest, file_name=out.manifest_name, mime="application/json",
                    key="export_manifest")
-st.caption(f"The same file as `selectllm export {run_id} --out DIR --format {fmt} --which {which}"
-           + (f" --batch-size {batch}" if batch else "") + "`. The manifest records the pool, parameters, prompt "
-           "and model (never a key), so the run can be repeated.")
+st.caption(f"The same file as `{download.cli_command(run_id, fmt=fmt, which=which, batch_size=batch)}`. The "
+           "manifest records the pool, parameters, prompt and model (never a key), so the run can be repeated.")

@@ -6,13 +6,14 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _shared as shared
-from selectllm_core.errors import SelectLLMError
-from selectllm_core.studio import ui_logic
+from selectllm_core.studio import clusters
+from selectllm_core.studio.map_view import LEGEND_MAX
+from selectllm_core.studio.text import md_escape
 
 ss = st.session_state
 st.title("Map")
 active = shared.pool(ss.pool_id)
-st.caption(f"{ui_logic.md_escape(active.name)}: {len(active.frame):,} instructions. Each point is one instruction; "
+st.caption(f"{md_escape(active.name)}: {len(active.frame):,} instructions. Each point is one instruction; "
            "points close together ask for similar things. Hover to read one; lasso or box a region to list it.")
 
 with st.expander("Budget and split (the clusters the run will use)", expanded=False):
@@ -21,20 +22,17 @@ with st.expander("Budget and split (the clusters the run will use)", expanded=Fa
     ss.map_layout = st.radio("Layout", list(layouts), list(layouts).index(ss.map_layout), format_func=layouts.get,
                              horizontal=True, key="map_layout_choice")
 
-try:
-    build = shared.build_map()
-except SelectLLMError as exc:
-    shared.stop_on_error(exc)
+build = shared.build_map()
 
 
 @st.cache_data(show_spinner="Labelling clusters…", max_entries=8)
 def summary(pool_id: str, plan_key: str, _texts: list[str], _clusters, _vectors) -> pd.DataFrame:  # noqa: ANN001
-    return ui_logic.cluster_summary(_texts, _clusters, _vectors)
+    return clusters.cluster_summary(_texts, _clusters, _vectors)
 
 
 plan_key = f"{shared.budget_plan()}|{ss.run_config['split']}|{ss.run_config['seed']}"
 table = summary(ss.pool_id, plan_key, active.frame["instruction"].tolist(), build.plan.cluster_of, build.vectors)
-names = {int(c): ", ".join(label.split(", ")[:2]) for c, label in zip(table["cluster"], table["label"])}
+names = clusters.short_names(table)
 
 colors = {"cluster": "Cluster", "state": "Selection state"}
 c1, c2 = st.columns([2, 3])
@@ -42,7 +40,7 @@ color_by = c1.segmented_control("Colour by", list(colors), format_func=colors.ge
                                 key="map_color_by") or "cluster"
 if color_by == "state" and not ss.run_id:
     c2.info("No run yet: every point is 'not picked'. Start one on the Select page.")
-elif color_by == "cluster" and build.plan.n_clusters > ui_logic.LEGEND_MAX:
+elif color_by == "cluster" and build.plan.n_clusters > LEGEND_MAX:
     c2.caption(f"{build.plan.n_clusters:,} clusters are too many for a legend: clusters side by side get different "
                "colours, each cluster's number is written on the map, and hovering a point names its cluster. "
                "The table below lists them all.")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import _shared as shared
-from selectllm_core.errors import SelectLLMError
 from selectllm_core.select.prompts import KNOWN, PRESETS, validate
-from selectllm_core.studio import ui_logic
+from selectllm_core.studio import prompt_view
 
 ss = st.session_state
 st.title("Prompt")
@@ -26,7 +25,7 @@ def on_preset() -> None:
 def on_edit() -> None:
     """An edit makes the template custom, unless it is a preset's text again."""
     ss.prompt["template"] = ss.prompt_template
-    ss.prompt["preset"] = next((n for n, p in PRESETS.items() if p.template == ss.prompt_template), "custom")
+    ss.prompt["preset"] = prompt_view.preset_name(ss.prompt_template)
     ss.prompt_preset = ss.prompt["preset"]
 
 
@@ -50,15 +49,11 @@ for problem in problems:
 if problems:
     st.stop()
 
-try:
-    build = shared.build_map()
-    budget = shared.budget_plan()
-except SelectLLMError as exc:
-    shared.stop_on_error(exc)
+build, budget = shared.build_map(), shared.budget_plan()
 cfg, frame = ss.run_config, shared.pool(ss.pool_id).frame
-prompts = ui_logic.subset_prompts(frame, build.plan.subsets, build.plan.cluster_of, template=template,
-                                  k=budget.picks_per_subset, domain=prompt["domain"], seed=cfg["seed"],
-                                  shuffle=cfg["shuffle"], max_input_chars=cfg["max_input_chars"])
+prompts = prompt_view.subset_prompts(frame, build.plan.subsets, build.plan.cluster_of, template=template,
+                                     k=budget.picks_per_subset, domain=prompt["domain"], seed=cfg["seed"],
+                                     shuffle=cfg["shuffle"], max_input_chars=cfg["max_input_chars"])
 if not prompts:
     st.error("No subset has enough rows to choose from: lower the budget or raise the subset size on the Map page.")
     st.stop()
@@ -70,8 +65,8 @@ prompt["price_per_1k"] = c1.number_input("Price per 1k tokens ($)", 0.0, 1000.0,
                                          step=0.0005, format="%.4f", key="prompt_price")
 counter = shared.local_backend().count_tokens if local else None
 with st.spinner("Counting tokens…"):
-    est = ui_logic.estimate_cost(prompts, k=budget.picks_per_subset, answer_format=shared.answer_format(),
-                                 price_per_1k=prompt["price_per_1k"], count_tokens=counter)
+    est = prompt_view.estimate_cost(prompts, k=budget.picks_per_subset, answer_format=shared.answer_format(),
+                                    price_per_1k=prompt["price_per_1k"], count_tokens=counter)
 m1, m2, m3, m4 = c2.columns(4)
 m1.metric("LLM calls", f"{est.calls:,}")
 m2.metric("Prompt tokens" + ("" if est.prompt_exact else " (estimate)"), f"{est.prompt_tokens:,}")

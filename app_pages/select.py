@@ -6,8 +6,9 @@ import streamlit as st
 
 from app_pages import _runs
 from app_pages import _shared as shared
-from selectllm_core.errors import SelectLLMError
+from selectllm_core import pipeline
 from selectllm_core.studio import jobs
+from selectllm_core.studio.run_view import LOCAL_WARNING
 
 ss, store = st.session_state, shared.store()
 st.title("Select")
@@ -18,7 +19,7 @@ kinds = {"local": "Local (bundled SmolLM2-135M, offline)", "openai": "OpenAI-com
 b["kind"] = st.radio("Backend", list(kinds), list(kinds).index(b["kind"]), format_func=kinds.get,
                      horizontal=True, key="select_backend")
 if b["kind"] == "local":
-    st.warning(shared.LOCAL_WARNING, icon=":material/warning:")
+    st.warning(LOCAL_WARNING, icon=":material/warning:")
 else:
     c1, c2, c3 = st.columns(3)
     b["base_url"] = c1.text_input("Base URL", b["base_url"], placeholder="https://api.openai.com/v1",
@@ -37,12 +38,9 @@ else:
 
 st.subheader("Budget and split")
 shared.plan_controls("select", order=True)
-try:
-    build, budget = shared.build_map(), shared.budget_plan()
-    config, backend = shared.run_config(), shared.chat_backend()
-    target = jobs.run_id_for(shared.pool(ss.pool_id), config, backend, budget=budget)
-except SelectLLMError as exc:
-    shared.stop_on_error(exc)
+build, budget = shared.build_map(), shared.budget_plan()
+config, backend = shared.run_config(), shared.chat_backend()
+target = pipeline.run_id_of(shared.pool(ss.pool_id), config, backend, budget_plan=budget)
 st.caption(budget.describe() + f". Prompt: {ss.prompt['preset']} (edit it on the Prompt page).")
 
 frame_by_id = shared.pool(ss.pool_id).frame.set_index("id")

@@ -13,9 +13,10 @@ Sections:
   `Plotly.newPlot` until the next animation frame, the variants interleaved, median of rounds.
 - app: every step the Map page runs on a pool of that size, in the app's order: load the pool from the workspace,
   read all its vectors from the embedding cache, split it (diverse, the default budget), label the clusters, then
-  per draw `ui_logic.map_frame`, `ui_logic.map_figure` and what `st.plotly_chart` does with the figure (its
+  per draw `map_view.map_frame`, `map_view.map_figure` and what `st.plotly_chart` does with the figure (its
   validation and `plotly.io.to_json`), with the size of that JSON. With `--baseline REV`, the draw steps run
-  with `selectllm_core/ui_logic.py` as of git revision REV too, on the same frame, rounds interleaved.
+  with the map module as of git revision REV too (`selectllm_core/studio/map_view.py`, or `ui_logic.py` in
+  revisions before the studio package was split), on the same frame, rounds interleaved.
 Pools: jittered copies of the real instruction embeddings of `_data.py` (sigma 0.02); row i copies unique real
 row i mod m (m = 14,265 distinct (instruction, input) pairs), and copies after the first carry " (copy c)" at the
 end of the instruction, so every row is distinct, as load_pool requires.
@@ -50,7 +51,7 @@ from selectllm_core.embed.projection import ProjectionParams, compute_projection
 from selectllm_core.pool.load import load_pool  # noqa: E402
 from selectllm_core.split import make_subsets, plan_budget  # noqa: E402
 from selectllm_core.store import Store  # noqa: E402
-from selectllm_core.studio import ui_logic  # noqa: E402
+from selectllm_core.studio import clusters, map_view, run_view  # noqa: E402
 
 SIGMA = 0.02
 
@@ -62,7 +63,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--projection-rows", type=int, default=52_002, help="pool size of the projection section")
     p.add_argument("--rows", type=int, nargs="+", default=[52_002, 100_000], help="pool sizes of the app section")
     p.add_argument("--rounds", type=int, default=3, help="rounds of the per-draw steps (medians)")
-    p.add_argument("--baseline", default=None, help="git revision whose ui_logic.py is timed beside the current one")
+    p.add_argument("--baseline", default=None, help="git revision whose map module is timed beside the current one")
     p.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one)")
     p.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium binary of the browser section")
     return p.parse_args()
@@ -111,13 +112,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+BASELINE_PATHS = ("selectllm_core/studio/map_view.py", "selectllm_core/studio/ui_logic.py", "selectllm_core/ui_logic.py")
+
+
 def baseline_module(rev: str) -> object:
-    """selectllm_core/ui_logic.py as of a git revision, imported under another name."""
-    source = subprocess.run(["git", "show", f"{rev}:selectllm_core/ui_logic.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / f"ui_logic_{rev}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"ui_logic_{rev}", path)
+    """The map module (map_frame, map_figure) as of a git revision, imported under another name."""
+    for where in BASELINE_PATHS:  # where the map code lived, newest layout first
+        shown = subprocess.run(["git", "show", f"{rev}:{where}"], cwd=ROOT, capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"{rev} has none of {', '.join(BASELINE_PATHS)}")
+    path = Path(tempfile.mkdtemp()) / f"map_view_{rev}.py"
+    path.write_text(shown.stdout)
+    spec = importlib.util.spec_from_file_location(f"map_view_{rev}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -145,14 +153,15 @@ def projection_section(folder: Path, n: int, work: Path) -> str:
 
 
 def app_section(folder: Path, n: int, work: Path, rounds: int, baseline: object | None) -> str:
-    """Every step of the Map page at n rows; draw steps for the current ui_logic and the baseline."""
+    """Every step of the Map page at n rows; draw steps for the current map module and the baseline."""
     import plotly.io
     import plotly.tools
 
     pool, vectors = map_pool(folder, n)
     steps = []
     store = Store(work / f"ws-{n}.sqlite")
-    t, pool_id = timed(lambda: store.save_pool(pool))
+    t, saved = timed(lambda: store.save_pool(pool))
+    pool_id = saved.pool_id
     steps.append(("save the pool to the workspace (once, Data page)", t))
     t, loaded = timed(lambda: Store(work / f"ws-{n}.sqlite").load_pool(pool_id))
     steps.append(("load the pool from the workspace (once per server)", t))
@@ -161,16 +170,16 @@ def app_section(folder: Path, n: int, work: Path, rounds: int, baseline: object 
     t, got = timed(lambda: embed_texts(texts, embedder=_NoModel(), cache=EmbeddingCache(work / f"cache-{n}")).vectors)
     assert np.array_equal(got, vectors)
     steps.append(("read every vector from the embedding cache", t))
-    budget = plan_budget(n, ui_logic.default_budget(n))
+    budget = plan_budget(n, run_view.default_budget(n))
     t, plan = timed(lambda: make_subsets(vectors, budget, strategy="diverse", random_state=0))
     steps.append((f"split: equal-size K-means, {plan.n_clusters} clusters", t))
-    t, summary = timed(lambda: ui_logic.cluster_summary(loaded.frame["instruction"].tolist(), plan.cluster_of, vectors))
+    t, summary = timed(lambda: clusters.cluster_summary(loaded.frame["instruction"].tolist(), plan.cluster_of, vectors))
     steps.append(("label the clusters (cluster_summary)", t))
-    names = {int(c): ", ".join(lab.split(", ")[:2]) for c, lab in zip(summary["cluster"], summary["label"])}
+    names = clusters.short_names(summary)
     coords = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)  # drawing cost does not depend on them
     out = table([{"step": s, "s": f"{t:.2f}"} for s, t in steps])
 
-    versions = {"current": ui_logic} | ({"baseline": baseline} if baseline is not None else {})
+    versions = {"current": map_view} | ({"baseline": baseline} if baseline is not None else {})
     draws: dict[str, list[dict]] = {v: [] for v in versions}
     for r in range(rounds):
         for name in (list(versions) if r % 2 == 0 else list(versions)[::-1]):
@@ -184,7 +193,7 @@ def app_section(folder: Path, n: int, work: Path, rounds: int, baseline: object 
     for name, runs in draws.items():
         med = {k: statistics.median(x[k] for x in runs) for k in runs[0]}
         total = med["map_frame"] + med["map_figure"] + med["st.plotly_chart"]
-        rows.append({"ui_logic": name, "map_frame s": f"{med['map_frame']:.2f}", "map_figure s": f"{med['map_figure']:.2f}",
+        rows.append({"map_view": name, "map_frame s": f"{med['map_frame']:.2f}", "map_figure s": f"{med['map_figure']:.2f}",
                      "figure to JSON s": f"{med['st.plotly_chart']:.2f}", "per draw s": f"{total:.2f}",
                      "JSON MB": f"{med['MB']:.1f}", "_total": total})
     if baseline is not None:
@@ -217,11 +226,11 @@ def browser_section(folder: Path, n: int, work: Path, rounds: int, chromium: str
     pool, _ = map_pool(folder, n)
     coords = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
     # as many groups as the diverse split makes at the default budget: one cluster per subset slot
-    clusters = np.arange(n) % plan_budget(n, ui_logic.default_budget(n)).subset_size
-    frame = ui_logic.map_frame(pool.frame, coords, clusters, None)
+    groups = np.arange(n) % plan_budget(n, run_view.default_budget(n)).subset_size
+    frame = map_view.map_frame(pool.frame, coords, groups, None)
     variants = {"full hover labels": frame, "labels cut to 90 characters": frame.assign(
         hover=frame["instruction"].str.slice(0, 90).map(html.escape)), "no hover text": frame.assign(hover="")}
-    specs = {k: plotly.io.to_json(ui_logic.map_figure(f)) for k, f in variants.items()}
+    specs = {k: plotly.io.to_json(map_view.map_figure(f)) for k, f in variants.items()}
     page_file = work / "plotly.html"
     page_file.write_text("<html><body><div id='plot' style='width:1200px;height:560px'></div><script>"
                          + get_plotlyjs() + "</script></body></html>")
@@ -237,7 +246,7 @@ def browser_section(folder: Path, n: int, work: Path, rounds: int, chromium: str
     rows = [{"figure": name, "JSON MB": f"{len(specs[name]) / 1e6:.1f}",
              "JSON.parse ms": f"{statistics.median(t[0] for t in runs):.0f}",
              "newPlot + frame ms": f"{statistics.median(t[1] for t in runs):.0f}"} for name, runs in times.items()]
-    return table(rows) + f"\n\n{clusters.max() + 1} traces (one per cluster), {n:,} points, WebGL."
+    return table(rows) + f"\n\n{groups.max() + 1} traces (one per cluster), {n:,} points, WebGL."
 
 
 class _NoModel:

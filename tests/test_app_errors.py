@@ -118,3 +118,38 @@ def test_the_map_says_why_clusters_have_no_terms(app: AppTest) -> None:
     note = shown(app, "info")
     assert f"No distinctive terms for {len(table)} cluster(s)" in note, note
     assert "representative instructions" in note
+
+
+def _on_a_run(app: AppTest, run_id: str) -> AppTest:
+    """The studio on the demo pool with `run_id` as the active run (one the workspace may not hold)."""
+    app.run()
+    assert not app.exception, app.exception
+    app.session_state["run_id"] = run_id
+    return app
+
+
+@pytest.mark.parametrize(("page", "said"), [("app_pages/review.py", "The run is still preparing. Its picks appear"),
+                                            ("app_pages/export.py", "The run is still preparing: nothing to export")])
+def test_a_run_not_recorded_yet_is_still_preparing(app: AppTest, page: str, said: str) -> None:
+    """A run started in the background is active before the workspace records it: the page says it is coming."""
+    at = _on_a_run(app, "run-started-not-recorded").switch_page(page).run()
+    assert not at.exception, at.exception
+    assert said in shown(at, "info") and not at.main.error
+
+
+@pytest.mark.parametrize("page", ["app_pages/review.py", "app_pages/export.py"])
+def test_a_damaged_workspace_is_not_called_a_run_still_preparing(app: AppTest, monkeypatch: pytest.MonkeyPatch,
+                                                                  page: str) -> None:
+    """Any other workspace error reaches the app's boundary: its own message, and a picker for another file."""
+    from selectllm_core.errors import WorkspaceError
+
+    def damaged(self: Store, run_id: str) -> pd.DataFrame:
+        raise WorkspaceError(f"The workspace {self.path} is damaged: database disk image is malformed.")
+
+    at = _on_a_run(app, "run-any")
+    monkeypatch.setattr(Store, "selection", damaged)
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    assert "still preparing" not in shown(at, "info")
+    assert "database disk image is malformed" in shown(at, "error")
+    assert at.button(key="app_workspace_open"), "a workspace error offers the picker"

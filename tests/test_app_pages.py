@@ -263,7 +263,7 @@ def test_export_page_serves_what_the_cli_writes(seeded: dict, tmp_path: Path) ->
     from click.testing import CliRunner
 
     from selectllm_core.cli import main
-    from selectllm_core.studio.ui_logic import export_bytes
+    from selectllm_core.studio.download import export_bytes
 
     store, run_id = seeded["store"], seeded["run_id"]
     at = open_page("app_pages/export.py")

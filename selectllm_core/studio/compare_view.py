@@ -1,6 +1,7 @@
-"""Map figures of several runs' selections on one pool: overlaid on one map, or one small map per run.
+"""The Compare page's plain parts: which runs to compare, the measures table, and the runs' picks on the map.
 
-Pure functions over the pool's map points (`map_points`: id, x, y, instruction, input per pool row) and each
+Map figures of several runs' selections on one pool, overlaid on one map or one small map per run: pure
+functions over the pool's map points (`map_points`: id, x, y, instruction, input per pool row) and each
 run's ranked selection; the Compare page draws them with plotly. Only picks carry a hover label, so a map of a
 large pool stays light. Pool text and the models' reasons reach the figure only HTML-escaped, so markup in a
 pool shows as text.
@@ -18,13 +19,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from selectllm_core.studio.ui_logic import hover_text
+from selectllm_core.studio.map_view import hover_text
 
 # Okabe-Ito: told apart by most colour-blind readers; the symbols tell runs apart as well
 COLORS = ("#E69F00", "#0072B2", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 SYMBOLS = ("circle-open", "x-thin-open", "diamond-open", "square-open", "triangle-up-open", "cross-thin-open",
            "star-open", "hexagon-open")
 POOL_COLOR = "#c8ccd2"
+WHICH = {"all": "all picks", "selected": "not rejected", "accepted": "accepted only"}
+# The measures table: column -> (title, number format, help); lower is better for ↓, higher for ↑.
+MEASURES = {
+    "selected": ("Rows", None, "Picks compared (see 'Picks compared')."),
+    "coverage_mean": ("Coverage, mean ↓", "%.3f", "Mean cosine distance from every pool row to its nearest pick: "
+                      "lower means the picks reach every part of the pool."),
+    "coverage_max": ("Coverage, worst ↓", "%.3f", "The pool row farthest from any pick."),
+    "entropy_bits": ("Cluster entropy ↑", "%.2f", "Entropy (bits) of the picks over the clusters: higher means "
+                     "more evenly spread."),
+    "evenness": ("Evenness ↑", "%.2f", "Entropy over its maximum, log2(clusters): 1 is perfectly even."),
+    "len_mean": ("Length, mean", "%.0f", "Characters of instruction + input."),
+    "len_median": ("Length, median", "%.0f", None), "len_p90": ("Length, p90", "%.0f", None),
+    "llm_calls": ("LLM calls", None, None), "tokens": ("Tokens", "%d", None),
+    "cost": ("Est. cost ($)", "%.4f", None)}
+# The position-bias table (listwise runs): column -> (title, number format, help).
+BIAS = {
+    "top_position": ("Most picked position", None, None),
+    "top_share": ("Top share", "%.2f", "Share of picks at the most picked position."),
+    "uniform_share": ("Uniform", "%.2f", "That share if every position were equally likely."),
+    "p_value": ("p (chi-square)", "%.3g", "Small (< 0.05): picks depend on the position.")}
 
 
 @dataclass(frozen=True)
@@ -59,6 +80,49 @@ def run_labels(runs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, str
         else:
             labels[r] = f"{title[r]} …{r[-4:]}"
     return labels
+
+
+def default_runs(runs: pd.DataFrame) -> list[str]:
+    """The runs compared first: the newest of each method (newest first), at least two and at most six.
+
+    Args:
+        runs: the pool's finished runs, oldest first (columns run_id, method).
+    """
+    newest = runs["run_id"].tolist()[::-1]
+    per_method = [runs.loc[runs["method"] == m, "run_id"].iloc[-1] for m in dict.fromkeys(runs["method"][::-1])]
+    return list(dict.fromkeys(per_method + newest))[: max(2, min(len(per_method), 6))]
+
+
+def selections_key(selections: Mapping[str, pd.DataFrame]) -> str:
+    """A fingerprint of these runs' picks and decisions: it changes whenever one of them does."""
+    return str(hash(tuple((r, f[["id", "decision"]].to_json()) for r, f in selections.items())))
+
+
+def measures_table(table: pd.DataFrame, labels: Mapping[str, str]) -> pd.DataFrame:
+    """`Comparison.table` for display: a label first (the pool's reference row named so), no method column."""
+    out = table.copy()
+    out.insert(0, "label", ["whole pool (reference)"] + [labels[r] for r in out["run"].iloc[1:]])
+    out = out.drop(columns=["method"])
+    out["run"] = out["run"].where(out.index > 0, "")
+    return out
+
+
+def empty_note(table: pd.DataFrame, labels: Mapping[str, str], which: str) -> str:
+    """Which compared runs have no picks of this kind yet, and what to do ("" when every run has some)."""
+    runs = table.iloc[1:]
+    empty = [labels[r] for r, n in zip(runs["run"], runs["selected"]) if n == 0]
+    if not empty:
+        return ""
+    kind = {"accepted": "accepted picks", "selected": "picks left after rejections"}.get(which, "picks")
+    return (f"No {kind} yet in: {', '.join(empty)}, so their measures are empty. Review those runs (open them from "
+            "the sidebar), or compare all picks.")
+
+
+def job_message(run_id: str, summary: Mapping[str, Any]) -> str:
+    """What a finished method run selected, and where to find it."""
+    short = f"; {summary['short_by']} short of the budget: {summary['flags']}" if summary["short_by"] else ""
+    return (f"{run_id}: {summary['selected']} rows selected{short}. It is now in the comparison below; open it "
+            "from the sidebar to review or export it.")
 
 
 def map_points(pool: pd.DataFrame, coords: np.ndarray) -> pd.DataFrame:

@@ -1,0 +1,122 @@
+"""The Review page's logic: editor edits -> decisions, bulk decisions, counters against the budget, and saving
+decisions without overwriting what another session decided meanwhile."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from selectllm_core.store import Store
+
+DECISION_OPTIONS = ("pending", "accepted", "rejected")
+Decision = tuple[str, str]  # (decision, note)
+
+
+def decisions_from_edits(shown: pd.DataFrame,
+                         edited_rows: Mapping[Any, Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
+    """Turn st.data_editor's `edited_rows` into decisions for the store.
+
+    Args:
+        shown: the frame given to the editor (columns id, decision, note; positional rows).
+        edited_rows: {row position: {column: new value}} from the editor's session state.
+
+    Returns:
+        {row_id: (decision, note)} for the rows whose decision or note changed.
+    """
+    out: dict[str, tuple[str, str]] = {}
+    for pos, change in edited_rows.items():
+        row = shown.iloc[int(pos)]
+        decision = change.get("decision", row["decision"]) or "pending"
+        note = change.get("note", row["note"])
+        note = "" if note is None or (isinstance(note, float) and math.isnan(note)) else str(note)
+        if decision not in DECISION_OPTIONS:
+            raise ValueError(f"unknown decision {decision!r}")
+        if (decision, note) != (row["decision"], row["note"]):
+            out[str(row["id"])] = (decision, note)
+    return out
+
+
+def bulk_decisions(rows: pd.DataFrame, decision: str) -> dict[str, tuple[str, str]]:
+    """The same decision for every given row, keeping each row's note."""
+    return {str(i): (decision, str(n or "")) for i, n in zip(rows["id"], rows["note"])}
+
+
+def budget_counters(selection: pd.DataFrame, budget: int) -> dict[str, int]:
+    """Counts a curator checks against the budget."""
+    counts = selection["decision"].value_counts() if not selection.empty else pd.Series(dtype=int)
+    accepted = int(counts.get("accepted", 0))
+    return {"budget": budget, "picked": len(selection), "accepted": accepted,
+            "rejected": int(counts.get("rejected", 0)), "pending": int(counts.get("pending", 0)),
+            "to_go": max(0, budget - accepted)}
+
+
+def budget_message(c: dict[str, int]) -> str:
+    """What the counters mean for the budget, in words (from `budget_counters`)."""
+    head = f"{c['accepted']} of {c['budget']} accepted"
+    if c["to_go"] == 0:
+        return f"{head}: the budget is filled."
+    if c["pending"] >= c["to_go"]:
+        return f"{head}; {c['to_go']} more needed, from {c['pending']} picks still to review."
+    left = {0: "no picks are", 1: "only 1 pick is"}.get(c["pending"], f"only {c['pending']} picks are")
+    return (f"{head}; {c['to_go']} more needed to fill the budget, but {left} left to review. Accept rejected "
+            "picks again, or start a run with a larger budget.")
+
+
+
+def filter_picks(picks: pd.DataFrame, clusters: Sequence[int], statuses: Sequence[str]) -> pd.DataFrame:
+    """The picks in any of these clusters with any of these decisions; an empty choice keeps every pick."""
+    keep = picks["cluster"].isin(clusters) | (not clusters)
+    return picks[keep & (picks["decision"].isin(statuses) | (not statuses))]
+
+
+def stored_decisions(store: Store, run_id: str, row_ids: Iterable[str]) -> dict[str, Decision]:
+    """(decision, note) of each row as the workspace holds it now ("pending", "" for an undecided row)."""
+    now = store.decisions(run_id).set_index("id")
+    return {r: (now.at[r, "decision"], now.at[r, "note"]) if r in now.index else ("pending", "") for r in row_ids}
+
+
+def stale_rows(edits: Mapping[str, Decision], seen: Mapping[str, Decision], now: Mapping[str, Decision]) -> list[str]:
+    """Rows another session changed since they were shown: stored now as neither what was seen nor the edit."""
+    return [r for r, edit in edits.items() if now[r] not in (edit, seen[r])]
+
+
+def save_edits(store: Store, run_id: str, edits: Mapping[str, Decision],
+               seen: Mapping[str, Decision]) -> list[tuple[str, str, str]]:
+    """Save decisions made over rows as they were shown, skipping the rows another session changed since.
+
+    Args:
+        store: the workspace.
+        run_id: the run under review.
+        edits: {row_id: (decision, note)} the curator made.
+        seen: {row_id: (decision, note)} as the page showed each edited row.
+
+    Returns:
+        (row_id, decision, note) of each skipped row, as the workspace holds it now.
+    """
+    now = stored_decisions(store, run_id, edits)
+    stale = stale_rows(edits, seen, now)
+    store.set_decisions(run_id, {r: edit for r, edit in edits.items() if r not in stale})
+    return [(r, *now[r]) for r in stale]
+
+
+def bulk_edits(store: Store, run_id: str, drawn: Mapping[str, Decision],
+               decision: str) -> tuple[dict[str, Decision], dict[str, Decision]]:
+    """One decision for the pending picks as drawn, as (edits, seen) for `save_edits`.
+
+    A pick still pending keeps its latest note; a pick another session decided since is seen as drawn, so
+    `save_edits` leaves that decision alone and reports it.
+    """
+    seen = {r: now if now[0] == "pending" else drawn[r] for r, now in stored_decisions(store, run_id, drawn).items()}
+    return {r: (decision, note) for r, (_d, note) in seen.items()}, seen
+
+
+def stale_message(instruction: str, decision: str, note: str) -> str:
+    """Why an edit of this pick was not saved, and what to do (plain text: escape it for markdown)."""
+    return (f"Not saved: another session changed this pick after the table was shown "
+            f"(now {decision}{', note: ' + note if note else ''}): "
+            f'"{textwrap.shorten(instruction, 90)}". The table shows its current decision; decide it again to '
+            "change it.")
