@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
 import streamlit as st
 
-from app_pages import _runs
+from app_pages import _method_form, _runs
 from app_pages import _shared as shared
 from selectllm_core import methods
-from selectllm_core.errors import ConfigError
 from selectllm_core.pipeline import which_picks
 from selectllm_core.runs import compare
-from selectllm_core.studio import compare_view, jobs
-from selectllm_core.studio.run_view import LOCAL_WARNING
+from selectllm_core.studio import compare_view
 from selectllm_core.studio.text import md_escape
 
 ss, store = st.session_state, shared.store()
@@ -23,84 +20,6 @@ active = shared.pool(ss.pool_id)
 st.caption("Is the model's choice better than the obvious alternatives? Run other methods on this pool with the "
            "same budget, then compare how well each selection covers the pool, how evenly it spreads over the "
            "clusters, how long its rows are and what it cost, and see the picks on the map.")
-
-PARAM_HELP = {
-    "seed": "Seeds the random draw (or the coreset's first pick): the same seed gives the same selection.",
-    "order": "Longest first favours detailed tasks; shortest first, cheap ones.",
-    "tau": "A row whose cosine similarity to an earlier pick is above this is skipped (DEITA uses 0.9).",
-    "score_run": "Scores to rank by: another run on this pool (a rating, length or coreset run). Empty: row length.",
-    "score_column": "Or a numeric column of the pool to rank by.",
-    "threshold": "Rows rated at or above this are kept (AlpaGasus keeps 4.5 and up).",
-    "batch_size": "Rows rated per saved batch: a stopped run resumes from the last saved batch.",
-    "max_tokens": "Answer tokens per rating.",
-    "alpha": "Uncertainty penalty: score = mean / (1 + alpha x std) over the prompt phrasings.",
-    "k": "Rating prompt phrasings per row (1-5); the paper uses 5.",
-    "top_n": "Top log-probabilities read per answer token (the digits 1-5 must be among them).",
-}
-
-
-def param_input(method: Any, name: str, default: Any) -> Any:
-    """One widget per method parameter, typed after its default."""
-    key, help_ = f"compare_{method.name}_{name}", PARAM_HELP.get(name)
-    if name == "order":
-        return st.radio("Order", ["longest", "shortest"], key=key, horizontal=True, help=help_)
-    if name == "score_run":
-        runs = store.list_runs()
-        ids = [r for r in runs.loc[runs["pool_id"] == ss.pool_id, "run_id"] if not r.startswith(("deita-", "random-"))]
-        return st.selectbox("Score by run", ids, index=None, key=key, help=help_, placeholder="row length")
-    if name == "score_column":
-        numeric = [c for c in active.frame.columns if c not in ("id", "instruction", "input", "text")
-                   and pd.to_numeric(active.frame[c], errors="coerce").notna().any()]
-        return st.selectbox("Score by column", numeric, index=None, key=key, help=help_,
-                            placeholder="none" if numeric else "the pool has no numeric column")
-    if name == "tau":
-        return st.slider("Similarity threshold (tau)", 0.5, 1.0, float(default), 0.01, key=key, help=help_)
-    label = name.replace("_", " ").capitalize()
-    if isinstance(default, bool):
-        return st.checkbox(label, bool(default), key=key, help=help_)
-    if isinstance(default, int):
-        return int(st.number_input(label, 0, 10_000, int(default), key=key, help=help_))
-    if isinstance(default, float):
-        return float(st.number_input(label, value=float(default), step=0.1, key=key, help=help_))
-    return st.text_input(label, str(default or ""), key=key, help=help_) or None
-
-
-def method_form() -> None:
-    """Pick a method, set its parameters and budget, start it in the background."""
-    names = [n for n in methods.METHODS if n != "selectllm"]  # SelectLLM runs from the Select page
-    name = st.selectbox("Method", names, key="compare_method",
-                        format_func=lambda n: f"{methods.METHODS[n].title}: {methods.METHODS[n].summary}")
-    method = methods.METHODS[name]
-    if method.note:
-        st.info(method.note, icon=":material/info:")
-    uses_llm = "llm" in method.needs
-    n = len(active.frame)
-    shown = [p for p in method.defaults if p != "max_tokens"]
-    cols = st.columns(4)
-    budget = int(cols[0].number_input("Budget (rows to select)", 1, max(1, n - 1),
-                                      min(int(ss.run_config["budget"]), n - 1), key="compare_budget",
-                                      help="The same budget as the SelectLLM run makes a fair comparison."))
-    params: dict[str, Any] = {}
-    for i, p in enumerate(shown, start=1):
-        with cols[i % 4]:
-            params[p] = param_input(method, p, method.defaults[p])
-    if uses_llm:
-        b = ss.backend
-        model = "the bundled SmolLM2-135M" if b["kind"] == "local" else f"{b['model']} at {b['base_url'] or 'OpenAI'}"
-        calls = n * (params.get("k", 1) if name == "selectit" else 1)
-        st.caption(f"This method asks {model} about every one of the {n:,} rows (about {calls:,} model calls; "
-                   "change the model on the Select page). A stopped run resumes from its saved batches.")
-        if b["kind"] == "local":
-            st.warning(LOCAL_WARNING, icon=":material/warning:")
-    if st.button(f"Run {method.title}", type="primary", key="compare_start"):
-        try:
-            job = jobs.start_method(workspace=shared.workspace(), pool_id=ss.pool_id, name=name, budget=budget,
-                                    params=params, backend=shared.chat_backend() if uses_llm else None,
-                                    embedder=shared.embedder() if "embeddings" in method.needs else None)
-        except ConfigError as exc:  # parameters that cannot work: said here, in the form
-            shared.stop_on_error(exc)
-        ss.compare_job = job.run_id
-
 
 @st.cache_data(show_spinner="Comparing runs…", max_entries=16)
 def comparison(run_ids: tuple[str, ...], which: str, price: float, fingerprint: str, workspace: str
@@ -118,7 +37,7 @@ def columns(spec: dict[str, tuple[str, str | None, str | None]]) -> dict[str, An
 # -- 1. another method --------------------------------------------------------------------------------------
 pool_runs = store.list_runs().pipe(lambda f: f[f["pool_id"] == ss.pool_id])
 with st.expander("Run another method on this pool", expanded=len(pool_runs) < 2 or "compare_job" in ss):
-    method_form()
+    _method_form.method_form(store, active)
 if ss.get("compare_job"):
     _runs.method_panel(ss.compare_job)
 

@@ -19,6 +19,7 @@ import streamlit as st
 from conftest import FakeEmbedder
 from streamlit.testing.v1 import AppTest
 
+from selectllm_core import methods
 from selectllm_core.embed import EmbeddingCache
 from selectllm_core.llm import ChatResult
 from selectllm_core.pipeline import RunConfig, run
@@ -376,6 +377,34 @@ def test_compare_page_says_alpagasus_rates_instructions_alone(seeded: dict) -> N
     at.selectbox(key="compare_method").set_value("alpagasus").run()
     assert "each instruction is rated alone" in "\n".join(i.value for i in at.info)
     assert "asks" in texts(at) and "60 rows" in texts(at)
+
+
+@pytest.mark.parametrize("name", [n for n, m in methods.METHODS.items() if m.run is None])
+def test_compare_controls_are_the_registry_params_and_their_values_reach_the_run(seeded: dict, name: str) -> None:
+    """Every parameter a method offers on the page is a registry Param, with its label and help, and nothing else."""
+    method = methods.METHODS[name]
+    at = open_page("app_pages/compare.py")
+    at.selectbox(key="compare_method").set_value(name).run()
+    assert not at.exception, at.exception
+    prefix = f"compare_{name}_"
+    shown = {w.key.removeprefix(prefix): w for kind in ("number_input", "slider", "radio", "selectbox", "checkbox",
+                                                        "text_input") for w in at.get(kind)
+             if (w.key or "").startswith(prefix)}
+    assert set(shown) == {p.name for p in method.params if p.ui}
+    for p in method.params:
+        if p.ui:
+            assert (shown[p.name].label, shown[p.name].help) == (p.title, p.help)
+
+
+def test_a_value_set_on_the_compare_page_is_the_stored_parameter(seeded: dict) -> None:
+    at = open_page("app_pages/compare.py")
+    at.number_input(key="compare_budget").set_value(5)
+    at.selectbox(key="compare_method").set_value("length").run()
+    at.radio(key="compare_length_order").set_value("shortest").run()
+    run_id = _start_method(at, "length")
+    stored = seeded["store"].get_run(run_id)
+    assert stored["params"]["order"] == "shortest"
+    assert methods.repeat_command(stored) == "selectllm method length POOL --budget 5 --order shortest"
 
 
 def test_a_method_the_backend_cannot_serve_shows_why(seeded: dict) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from selectllm_core.methods import Method
 from selectllm_core.studio.map_view import hover_text
 
 # Okabe-Ito: told apart by most colour-blind readers; the symbols tell runs apart as well
@@ -80,6 +81,23 @@ def run_labels(runs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, str
         else:
             labels[r] = f"{title[r]} …{r[-4:]}"
     return labels
+
+
+def score_runs(runs: pd.DataFrame, pool_id: str) -> list[str]:
+    """Runs of this pool whose scores another method can rank by (not DEITA's own, not random draws)."""
+    of_pool = runs.loc[runs["pool_id"] == pool_id]
+    return [r for r, m in zip(of_pool["run_id"], of_pool["method"], strict=True) if m not in ("deita", "random")]
+
+
+def numeric_columns(frame: pd.DataFrame) -> list[str]:
+    """The pool's extra columns that hold numbers (a method can rank by them)."""
+    return [c for c in frame.columns if c not in ("id", "instruction", "input", "text")
+            and pd.to_numeric(frame[c], errors="coerce").notna().any()]
+
+
+def method_calls(method: Method, params: Mapping[str, Any], rows: int) -> int:
+    """Model calls a method run makes on a pool of `rows`: one per row, per prompt phrasing where it has them."""
+    return rows * int(params.get("phrasings") or 1) if "llm" in method.needs else 0
 
 
 def default_runs(runs: pd.DataFrame) -> list[str]:
