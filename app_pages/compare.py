@@ -6,7 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages import _method_form, _runs
+from app_pages import _map, _method_form, _runs
 from app_pages import _shared as shared
 from selectllm_core import methods
 from selectllm_core.pipeline import which_picks
@@ -99,7 +99,7 @@ with right:
 
 # -- 4. the map ---------------------------------------------------------------------------------------------
 st.subheader("Picks on the map")
-build = shared.build_map()
+build = _map.build_map()
 modes = {"overlay": "Overlaid", "panels": "Side by side"}
 mode = st.segmented_control("Show", list(modes), format_func=modes.get, default="overlay",
                             key="compare_map_mode") or "overlay"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from app_pages import _map
 from app_pages import _shared as shared
 from selectllm_core.studio import clusters
 from selectllm_core.studio.map_view import LEGEND_MAX
@@ -17,12 +18,12 @@ st.caption(f"{md_escape(active.name)}: {len(active.frame):,} instructions. Each 
            "points close together ask for similar things. Hover to read one; lasso or box a region to list it.")
 
 with st.expander("Budget and split (the clusters the run will use)", expanded=False):
-    shared.plan_controls("map")
+    _map.plan_controls("map")
     layouts = {"umap": "UMAP (default)", "pca": "PCA (fast, rougher layout)"}
     ss.map_layout = st.radio("Layout", list(layouts), list(layouts).index(ss.map_layout), format_func=layouts.get,
                              horizontal=True, key="map_layout_choice")
 
-build = shared.build_map()
+build = _map.build_map()
 
 
 @st.cache_data(show_spinner="Labelling clusters…", max_entries=8)
@@ -44,7 +45,7 @@ elif color_by == "cluster" and build.plan.n_clusters > LEGEND_MAX:
     c2.caption(f"{build.plan.n_clusters:,} clusters are too many for a legend: clusters side by side get different "
                "colours, each cluster's number is written on the map, and hovering a point names its cluster. "
                "The table below lists them all.")
-chosen = shared.show_map(build, color_by=color_by, key="map_chart", names=names)
+chosen = _map.show_map(build, color_by=color_by, key="map_chart", names=names)
 
 frame = active.frame.assign(cluster=build.plan.cluster_of)
 if chosen:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import _map
 from app_pages import _shared as shared
 from selectllm_core.select.prompts import KNOWN, PRESETS, validate
 from selectllm_core.studio import prompt_view
@@ -49,7 +50,7 @@ for problem in problems:
 if problems:
     st.stop()
 
-build, budget = shared.build_map(), shared.budget_plan()
+build, budget = _map.build_map(), shared.budget_plan()
 cfg, frame = ss.run_config, shared.pool(ss.pool_id).frame
 prompts = prompt_view.subset_prompts(frame, build.plan.subsets, build.plan.cluster_of, template=template,
                                      k=budget.picks_per_subset, domain=prompt["domain"], seed=cfg["seed"],

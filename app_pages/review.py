@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import _map
 from app_pages import _shared as shared
 from selectllm_core.errors import ConfigError, UnknownRunError
 from selectllm_core.studio import review
@@ -89,6 +90,6 @@ st.caption("Edits are saved to the workspace as you make them.")
 
 st.subheader("Decisions on the map")
 try:
-    shared.show_map(shared.build_map(), color_by="state", key="review_map", height=420)
+    _map.show_map(_map.build_map(), color_by="state", key="review_map", height=420)
 except ConfigError as exc:  # settings another page left unworkable: the picks above still stand
     st.warning(md_escape(f"The map is not available with the current budget settings: {exc}"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages import _runs
+from app_pages import _map, _runs
 from app_pages import _shared as shared
 from selectllm_core import pipeline
 from selectllm_core.studio import jobs
@@ -37,8 +37,8 @@ else:
         st.stop()
 
 st.subheader("Budget and split")
-shared.plan_controls("select", order=True)
-build, budget = shared.build_map(), shared.budget_plan()
+_map.plan_controls("select", order=True)
+build, budget = _map.build_map(), shared.budget_plan()
 config, backend = shared.run_config(), shared.chat_backend()
 target = pipeline.run_id_of(shared.pool(ss.pool_id), config, backend, budget_plan=budget)
 st.caption(budget.describe() + f". Prompt: {ss.prompt['preset']} (edit it on the Prompt page).")

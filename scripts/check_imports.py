@@ -7,7 +7,7 @@ package's own modules, and every import that points up the layers (LAYERS: the d
 only from itself and the layers before it), then exits 1 if there is any of the three.
 
     python scripts/check_imports.py            # the check CI runs
-    python scripts/check_imports.py --report   # print the figures, exit 0
+    python scripts/check_imports.py --report   # print the figures (and the largest module, longest page), exit 0
 """
 from __future__ import annotations
 
@@ -27,15 +27,18 @@ LAYERS = ("errors", "plain", "pool", "embed", "split", "llm", "store", "engines"
           "pipeline", "studio", "cli", "__main__")
 
 
-def layer_of(module: str) -> int:
-    """The layer index of a module (the package itself, `selectllm_core`, is layer 0)."""
+def layer_of(module: str) -> int | None:
+    """The layer index of a module (the package itself, `selectllm_core`, is layer 0; None: in no layer)."""
     parts = module.split(".")
-    return LAYERS.index(parts[1]) if len(parts) > 1 else 0
+    if len(parts) == 1:
+        return 0
+    return LAYERS.index(parts[1]) if parts[1] in LAYERS else None
 
 
 def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
     """(importer, imported) pairs where a module imports from a later layer than its own."""
-    return sorted((a, b) for a, targets in graph.items() for b in targets if layer_of(b) > layer_of(a))
+    return sorted((a, b) for a, targets in graph.items() for b in targets
+                  if None not in (layer_of(a), layer_of(b)) and layer_of(b) > layer_of(a))
 
 
 def module_name(root: Path, path: Path) -> str:
@@ -160,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     modules, graph, in_function, heavy = analyse(args.root)
     cycles = strongly_connected(graph)
     upward = upward_imports(graph)
+    unplaced = sorted(m for m in graph if layer_of(m) is None)
     print(f"{len(modules)} modules, {sum(map(len, graph.values()))} own import edges")
     print(f"import cycles (strongly connected components): {len(cycles)}")
     for comp in cycles:
@@ -171,9 +175,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"imports up the layers ({' < '.join(LAYERS)}): {len(upward)}")
     for a, b in upward:
         print(f"  {a} imports {b}")
+    if unplaced:
+        print(f"modules in no layer (add their folder to LAYERS): {', '.join(unplaced)}")
     if args.report:
+        sizes = {p: len(p.read_text(encoding="utf-8").splitlines()) for p in modules.values()}
+        files = {p: len(p.read_text(encoding="utf-8").splitlines()) for p in (args.root / "app_pages").glob("*.py")}
+        pages = {p: n for p, n in files.items() if not p.name.startswith("_")}
+        parts = {p: n for p, n in files.items() if p.name.startswith("_")}
+        for label, table in (("largest module", sizes), ("longest page (app_pages/)", pages),
+                             ("longest shared page part (app_pages/_*.py)", parts)):
+            if table:
+                path = max(table, key=table.get)
+                print(f"{label}: {path.relative_to(args.root)}, {table[path]} lines")
         return 0
-    return 1 if cycles or in_function or upward else 0
+    return 1 if cycles or in_function or upward or unplaced else 0
 
 
 if __name__ == "__main__":

@@ -177,9 +177,10 @@ def test_map_page_lists_clusters_with_labels_and_examples(seeded: dict) -> None:
     assert list(clusters.columns) == ["cluster", "size", "label", "examples"]
     assert len(clusters) == 10 and set(clusters["size"]) == {6}
     assert all(len(e) == 3 for e in clusters["examples"])
-    from app_pages import _shared
 
-    (build,) = _shared._builds().values()  # embedded longest-first, so check the rows came back in pool order
+    from app_pages import _map
+
+    (build,) = _map._builds().values()  # embedded longest-first, so check the rows came back in pool order
     assert np.array_equal(build.vectors, FakeEmbedder().encode(seeded["pool"].frame["text"].tolist()))
 
 
