@@ -62,3 +62,24 @@ def test_every_method_parameter_is_declared_once_with_help(name: str) -> None:
     assert all(p.help and p.type in (int, float, str, bool) for p in method.params)
     assert all(p.default is None or isinstance(p.default, p.type) for p in method.params)
     assert method.resolve({}) == method.defaults
+
+
+def test_a_selectllm_runs_repeat_command_parses_back_to_the_same_config() -> None:
+    """The manifest's repeat command, given to `selectllm run`, asks for the same run (so it resumes it)."""
+    import shlex
+
+    from selectllm_core.cli import commands
+
+    config = RunConfig(budget=40, subset_size=12, picks_per_subset=2, split="similar", seed=3, shuffle=False,
+                       prompt="low-toxicity", domain="medical advice", max_tokens=300, max_input_chars=500,
+                       sample=200)
+    stored = {"method": "selectllm", "params": dataclasses.asdict(config),
+              "backend": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}}
+    command = methods.repeat_command(stored)
+    assert command.startswith("selectllm run POOL ")
+    args = shlex.split(command.removeprefix("selectllm run ").replace("POOL", "pool.jsonl", 1))
+    ctx = commands.run.make_context("run", args)
+    o = dict(ctx.params)
+    assert (o["backend"], o["base_url"], o["model"]) == ("openai", "http://127.0.0.1:9/v1", "m")
+    again = RunConfig(budget=o["budget"], **{p.name: o[p.name] for p in PARAMS})
+    assert again == config

@@ -230,7 +230,7 @@ class Method:
         flags = [f"--budget {params['budget']}"]
         for p in self.params:
             value = params.get(p.name)
-            if value is None or (p.type is bool and value == p.default):
+            if value is None or value == "" or (p.type is bool and value == p.default):
                 continue
             if p.type is bool:
                 flags.append(p.flag)
