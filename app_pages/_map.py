@@ -32,11 +32,9 @@ def plan_controls(prefix: str, *, order: bool = False) -> None:
     cfg["split"] = c4.selectbox("Split", splits, splits.index(cfg["split"]), key=f"{prefix}_split",
                                 help=PARAMS["split"].help)
     if order:
-        cfg["shuffle"] = st.checkbox(
-            "Shuffle the candidates in each subset", bool(cfg["shuffle"]), key=f"{prefix}_shuffle",
-            help="On (the default): each subset is shown to the model in a seeded random order, which spreads a "
-                 "preference for early or late positions over all rows. Off: the split's own order. The Compare "
-                 "page tests each run's picks for such a position bias.")
+        cfg["shuffle"] = st.checkbox("Shuffle the candidates in each subset", bool(cfg["shuffle"]),
+                                     key=f"{prefix}_shuffle", help=PARAMS["shuffle"].help + " The Compare page "
+                                     "tests each run's picks for a position bias.")
 
 
 @st.cache_resource(show_spinner=False)

@@ -6,6 +6,7 @@ import streamlit as st
 
 from app_pages import _map
 from app_pages import _shared as shared
+from app_pages._map import PARAMS
 from selectllm_core.select.prompts import KNOWN, PRESETS, validate
 from selectllm_core.studio import prompt_view
 
@@ -37,12 +38,13 @@ if preset in PRESETS:
     c2.caption(PRESETS[preset].description)
 if preset == "domain" or "{domain}" in prompt["template"]:
     prompt["domain"] = c2.text_input("Domain focus (fills {domain})", prompt["domain"], key="prompt_domain",
-                                     placeholder="for example: medicine, law, Python programming")
+                                     placeholder="for example: medicine, law, Python programming",
+                                     help=PARAMS["domain"].help)
 template = st.text_area("Template", prompt["template"], height=260, key="prompt_template", on_change=on_edit,
                         help="Placeholders: " + ", ".join(f"{{{k}}}" for k in KNOWN) + ". Other braces are text.")
 cut = st.columns(3)[0].number_input(
     "Cut each input to (characters, 0 = never)", 0, 100_000, int(ss.run_config["max_input_chars"] or 0), step=500,
-    key="prompt_cut", help="Long contexts cost tokens. A cut input ends with [...]; the instruction is never cut.")
+    key="prompt_cut", help=PARAMS["max_input_chars"].help + " A cut input ends with [...]; the instruction is never cut.")
 ss.run_config["max_input_chars"] = int(cut) or None
 problems = validate(template, domain=prompt["domain"])
 for problem in problems:

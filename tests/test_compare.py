@@ -127,7 +127,7 @@ def test_cli_compare_prints_the_table(runs: dict, monkeypatch: pytest.MonkeyPatc
     from selectllm_core.cli import methods as cli_methods
     from tests.conftest import FakeEmbedder
 
-    monkeypatch.setattr(cli_methods, "SentenceTransformerEmbedder", lambda _model=None: FakeEmbedder())
+    monkeypatch.setattr(cli_methods, "embedder_for", lambda _model=None: FakeEmbedder())
     monkeypatch.setenv("SELECTLLM_CACHE_DIR", str(runs["root"] / "cache"))
     args = ["compare", runs["ids"]["random"], runs["ids"]["length"], "-w", str(runs["root"] / "ws.sqlite"),
             "--clusters", "kmeans", "--n-clusters", "10"]

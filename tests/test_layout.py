@@ -83,3 +83,57 @@ def test_a_selectllm_runs_repeat_command_parses_back_to_the_same_config() -> Non
     assert (o["backend"], o["base_url"], o["model"]) == ("openai", "http://127.0.0.1:9/v1", "m")
     again = RunConfig(budget=o["budget"], **{p.name: o[p.name] for p in PARAMS})
     assert again == config
+
+
+def test_a_param_checks_values_without_changing_them() -> None:
+    """Values are part of a run's id: an int given for a float stays an int; a wrong type is refused."""
+    from selectllm_core.errors import ConfigError
+    from selectllm_core.methods import Param
+
+    tau = Param("tau", float, 0.9, "similarity", min=0.0, max=1.0)
+    assert tau.check(1) == 1 and isinstance(tau.check(1), int)
+    for bad, says in (("0.5", "must be a number"), (True, "must be a number"), (1.5, "from 0.0 to 1.0")):
+        with pytest.raises(ConfigError, match=says):
+            tau.check(bad)
+    seed = Param("seed", int, 0, "seed")
+    with pytest.raises(ConfigError, match=r"seed \(--seed\) must be a whole number"):
+        seed.check(2.0)
+
+
+def test_a_run_stored_under_a_parameters_earlier_name_repeats_with_its_flag_today() -> None:
+    old = {"method": "selectit", "params": {"budget": 10, "alpha": 0.2, "k": 3, "batch_size": 20, "top_n": 20},
+           "backend": {}}
+    assert "--phrasings 3" in methods.repeat_command(old)
+    assert methods.setting(old) == "alpha=0.2, phrasings=3"
+    with pytest.raises(Exception, match="no parameter k"):
+        methods.METHODS["selectit"].resolve({"k": 3})  # the old name is read from stored runs, never taken
+
+
+def test_one_worker_runs_units_in_the_calling_thread_so_ctrl_c_stops_at_once() -> None:
+    import threading
+
+    from selectllm_core.engines import ThreadExecutor
+
+    caller = threading.get_ident()
+    seen = list(ThreadExecutor(None, workers=1).map(lambda _r, i, _p: (i, threading.get_ident()), [(0, 0), (1, 0)]))
+    assert seen == [(0, caller), (1, caller)]
+    many = list(ThreadExecutor(None, workers=2).map(lambda _r, i, _p: threading.get_ident(), [(0, 0), (1, 0)]))
+    assert caller not in many
+
+
+def test_a_run_reports_a_new_pool_as_new_and_a_repeat_as_identical(tmp_path: Path) -> None:
+    import pandas as pd
+    from conftest import FakeEmbedder
+    from fakes import ScriptedBackend
+
+    from selectllm_core import pipeline
+    from selectllm_core.embed import EmbeddingCache
+    from selectllm_core.store import Store
+
+    path = tmp_path / "pool.jsonl"
+    pd.read_json(REPO / "demo" / "dolly_demo.jsonl", lines=True).head(30).to_json(path, orient="records", lines=True)
+    store, config = Store(tmp_path / "ws.sqlite"), pipeline.RunConfig(budget=3, subset_size=10)
+    kwargs = {"store": store, "backend": ScriptedBackend(), "embedder": FakeEmbedder(),
+              "cache": EmbeddingCache(tmp_path / "cache")}
+    assert pipeline.run(str(path), config, **kwargs).pool_saved.status == "new"
+    assert pipeline.run(str(path), config, **kwargs).pool_saved.status == "identical"

@@ -34,6 +34,7 @@ from selectllm_core.errors import ConfigError
 from selectllm_core.llm.local import LocalLlamaBackend, stop_model_processes
 from selectllm_core.methods.selectllm import PARAMS
 from selectllm_core.pool.load import column_map, load_pool
+from selectllm_core.runs.export import FORMATS
 from selectllm_core.runs.picks import WHICH
 from selectllm_core.select.prompts import KNOWN, PRESETS
 from selectllm_core.split import make_subsets
@@ -199,7 +200,7 @@ def pools(workspace: str | None) -> None:
 @click.argument("run_id")
 @apply([
     click.option("--out", "-o", type=click.Path(), required=True, help="File or folder to write."),
-    click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet", "labelstudio"]), default=None,
+    click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
                  help="Default: from the file extension, else csv."),
     click.option("--which", type=click.Choice(WHICH), default="selected", show_default=True,
                  help="selected: every pick not rejected; accepted: only accepted picks."),

@@ -28,13 +28,14 @@ from selectllm_core.cli.options import (
     pool_from,
     workspace_option,
 )
-from selectllm_core.embed import SentenceTransformerEmbedder
+from selectllm_core.embed import embedder_for
 from selectllm_core.errors import ConfigError
 from selectllm_core.llm import make_backend
 from selectllm_core.methods import METHODS, Method, run_method
 from selectllm_core.plain import plain
 from selectllm_core.runs.compare import compare_runs, to_markdown
 from selectllm_core.runs.export import export_run
+from selectllm_core.runs.picks import WHICH
 
 RETRY_OPTION = click.option("--retry-failed", is_flag=True, help="Rate again the batches whose answers were unusable.")
 MODEL_LEVEL = apply([
@@ -78,7 +79,7 @@ def _run(method: Method, pool: str, budget: int, workspace: str | None, out: str
     store = open_store(workspace)
     kwargs: dict[str, Any] = {p.name: o.pop(p.name) for p in method.params}
     if "embeddings" in method.needs:
-        kwargs["embedder"] = SentenceTransformerEmbedder(o.pop("embed_model"))
+        kwargs["embedder"] = embedder_for(o.pop("embed_model"))
     if "llm" in method.needs:
         local = o["backend"] == "local"
         kwargs.update(_models(o), retry_failed=o.pop("retry_failed"))
@@ -149,10 +150,10 @@ def _report(out: dict, as_json: bool) -> None:
                  help="Price per 1,000 tokens (prompt + completion) for the cost column."),
     click.option("--clusters", default="auto", show_default=True,
                  help="auto (a SelectLLM run's clusters, else k-means), kmeans, or a run id whose plan to use."),
-    click.option("--n-clusters", type=click.IntRange(2), default=20, show_default=True,
+    click.option("--n-clusters", type=click.IntRange(1), default=20, show_default=True,
                  help="Clusters of the shared k-means."),
-    click.option("--embed-model", default=None, help="Embedding model for coverage (default: bundled)."),
-    click.option("--which", type=click.Choice(["all", "selected", "accepted"]), default="all", show_default=True,
+    embed_model_option,
+    click.option("--which", type=click.Choice(WHICH), default="all", show_default=True,
                  help="Picks compared: all, not rejected, or accepted only."),
     json_option,
 ])
@@ -161,7 +162,7 @@ def compare(run_ids: tuple[str, ...], price_per_1k: float, clusters: str, n_clus
             which: str, as_json: bool, workspace: str | None) -> None:
     """Compare runs of one pool: overlap, coverage, cluster balance, length, LLM usage and cost, and position
     bias of listwise runs."""
-    c = compare_runs(open_store(workspace), list(run_ids), embedder=SentenceTransformerEmbedder(embed_model),
+    c = compare_runs(open_store(workspace), list(run_ids), embedder=embedder_for(embed_model),
                      clusters=clusters, n_clusters=n_clusters, price_per_1k=price_per_1k, which=which)
     if as_json:
         click.echo(json.dumps(plain({

@@ -18,6 +18,7 @@ function over (index, payload) pairs, yielding outcomes as they complete.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -115,14 +116,16 @@ def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *
         progress(stage, finished, total)
     outcomes = executor.map(work, todo, stop=lambda: stopping) if todo else iter(())
     try:
-        for o in outcomes:  # after a stop, the units still in flight arrive here too and are kept
-            record(store, run_id, o, counts)
-            finished += 1
-            streak = streak + 1 if o.status == "error" else 0
-            if progress:
-                progress(stage, finished, total)
-            if streak >= stop_after and not stopping:
-                stopping, last_error = True, o.error
+        # closed on any error too, so no thread or Ray actor outlives the run
+        with closing(outcomes) if hasattr(outcomes, "close") else nullcontext():
+            for o in outcomes:  # after a stop, the units still in flight arrive here too and are kept
+                record(store, run_id, o, counts)
+                finished += 1
+                streak = streak + 1 if o.status == "error" else 0
+                if progress:
+                    progress(stage, finished, total)
+                if streak >= stop_after and not stopping:
+                    stopping, last_error = True, o.error
     except BaseException:
         store.set_run_status(run_id, "interrupted")
         raise

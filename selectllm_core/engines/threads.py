@@ -21,7 +21,16 @@ class ThreadExecutor:
 
     def map(self, work: Callable[[Any, int, Any], Any], items: Iterable[tuple[int, Any]], *,
             stop: Callable[[], bool] = lambda: False) -> Iterator[Any]:
-        """Yield work(resource, index, payload) in completion order; after stop() no new unit starts."""
+        """Yield work(resource, index, payload) in completion order; after stop() no new unit starts.
+
+        One worker runs the units in the calling thread, one after another, so Ctrl-C stops at once.
+        """
+        if self.workers == 1:
+            for index, payload in items:
+                if stop():
+                    return
+                yield work(self.resource, index, payload)
+            return
         queue = iter(items)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             pending: set[Future] = set()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ import pandas as pd
 
 from selectllm_core.embed import Embedder, EmbeddingCache, SentenceTransformerEmbedder, embed_texts
 from selectllm_core.engines import StageProgress
-from selectllm_core.errors import ConfigError, SelectLLMError
+from selectllm_core.errors import ConfigError
 from selectllm_core.llm import ChatBackend, make_backend
 from selectllm_core.pool.load import Pool, load_pool
 from selectllm_core.store import Store
@@ -119,6 +121,7 @@ class Param:
             pool column), "preset" (a prompt preset); None: typed after `type`.
         setting: shown in the comparison's settings column (it tells runs of the method apart).
         ui: offered on the Compare page (False: the CLI only).
+        legacy: names earlier versions stored it under (read from stored runs only, never accepted as input).
     """
 
     name: str
@@ -133,6 +136,7 @@ class Param:
     widget: str | None = None
     setting: bool = False
     ui: bool = True
+    legacy: tuple[str, ...] = ()
 
     @property
     def flag(self) -> str:
@@ -145,20 +149,36 @@ class Param:
         return self.label or self.name.replace("_", " ").capitalize()
 
     def check(self, value: Any) -> Any:
-        """The value, converted to the parameter's type; a ConfigError saying what is allowed otherwise."""
+        """The value as given (never converted: it is part of the run's id), or a ConfigError saying what is
+        allowed: its type (an int is a fine float), its choices, its bounds."""
         if value is None:
             return None
-        try:
-            value = self.type(value) if not (self.type is bool and not isinstance(value, bool)) else bool(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{self.flag} must be {self.type.__name__}, not {value!r}.") from None
+        name = f"{self.name} ({self.flag})"
+        if self.type is bool:
+            fits = isinstance(value, (bool, np.bool_))
+        elif self.type is int:
+            fits = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+        elif self.type is float:
+            fits = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+        else:
+            fits = isinstance(value, self.type)
+        if not fits:
+            kind = {int: "a whole number", float: "a number", bool: "true or false"}.get(self.type, "text")
+            raise ConfigError(f"{name} must be {kind}, not {value!r}.")
         if self.choices and value not in self.choices:
-            raise ConfigError(f"{self.flag} must be one of {', '.join(map(str, self.choices))} (got {value!r}).")
+            raise ConfigError(f"{name} must be one of {', '.join(map(str, self.choices))} (got {value!r}).")
         if self.min is not None and value < self.min or self.max is not None and value > self.max:
             bounds = f"from {self.min} to {self.max}" if self.min is not None and self.max is not None else (
                 f"at least {self.min}" if self.min is not None else f"at most {self.max}")
-            raise ConfigError(f"{self.flag} must be {bounds} (got {value}).")
+            raise ConfigError(f"{name} must be {bounds} (got {value}).")
         return value
+
+    def stored(self, params: dict) -> Any:
+        """This parameter's value in a stored run's params (under an earlier name for runs made before a rename)."""
+        for key in (self.name, *self.legacy):
+            if key in params:
+                return params[key]
+        return None
 
 
 @dataclass(frozen=True)
@@ -221,21 +241,18 @@ class Method:
 
     def setting(self, params: dict) -> str:
         """The parameters that tell runs of this method apart, for the comparison's settings column."""
-        return ", ".join(f"{p.name}={params[p.name]}" for p in self.params
-                         if p.setting and params.get(p.name) is not None)
+        return ", ".join(f"{p.name}={p.stored(params)}" for p in self.params
+                         if p.setting and p.stored(params) is not None)
 
     def repeat_command(self, run: dict) -> str:
         """The CLI command that repeats a stored run of this method (the pool path is the curator's)."""
         params = run["params"]
         flags = [f"--budget {params['budget']}"]
         for p in self.params:
-            value = params.get(p.name)
+            value = p.stored(params)
             if value is None or value == "" or (p.type is bool and value == p.default):
                 continue
-            if p.type is bool:
-                flags.append(p.flag)
-            else:
-                flags.append(f"{p.flag} {json.dumps(value) if isinstance(value, str) and ' ' in value else value}")
+            flags.append(p.flag if p.type is bool else f"{p.flag} {shlex.quote(str(value))}")
         backend = run.get("backend") or {}
         if backend.get("kind") == "openai":
             flags.append(f"--backend openai --base-url {backend.get('base_url')} --model {backend.get('model')}")
@@ -387,7 +404,7 @@ def execute_method(
     t0 = time.perf_counter()
     try:
         sel = method.select(ctx, **params)
-    except SelectLLMError:
+    except BaseException:  # an error, or Ctrl-C: the run resumes from what was stored
         store.set_run_status(run_id, "interrupted")
         raise
     ctx.stats["select_seconds"] = round(time.perf_counter() - t0, 3)

@@ -71,10 +71,10 @@ METHODS: dict[str, Method] = {
                params=(Param("alpha", float, 0.2, "Uncertainty penalty: score = mean / (1 + alpha x std) over the "
                              "prompt phrasings.", min=0.0, setting=True),
                        Param("phrasings", int, 5, "Rating prompt phrasings per row (the paper uses all 5).", min=1,
-                             max=len(PHRASINGS), setting=True),
+                             max=len(PHRASINGS), setting=True, legacy=("k",)),
                        _BATCH,
                        Param("top_n", int, 20, "Most likely first tokens read per rating; the digits 1-5 must be "
-                             "among them (OpenAI allows up to 20).", min=5, max=20)),
+                             "among them (OpenAI allows up to 20).", min=5)),
                select=select_selectit, needs=("llm", "logprobs"), prompt=prompt_text,
                scores=selectit_scores,
                note="SelectIT rated (instruction, response) pairs; here each instruction is rated alone.",

@@ -21,8 +21,8 @@ from selectllm_core.engines import StageProgress, executor_for
 from selectllm_core.engines.ray import embed_texts_with_ray  # ray itself loads only when used
 from selectllm_core.errors import ConfigError
 from selectllm_core.llm import ChatBackend, backend_identity, make_backend
-from selectllm_core.methods.base import Method, MethodResult, Param, load
-from selectllm_core.pool.load import Pool, sample_pool
+from selectllm_core.methods.base import Method, MethodResult, Param
+from selectllm_core.pool.load import Pool, load_pool, sample_pool
 from selectllm_core.select.context import subset_cap
 from selectllm_core.select.listwise import Candidate, PromptSpec, execute, finalize
 from selectllm_core.select.prompts import PRESETS, check, load_template
@@ -41,9 +41,9 @@ PARAMS = (
     Param("shuffle", bool, True, "Shuffle each subset's candidates before they are shown, against position bias "
           "(on by default; --no-shuffle keeps cluster order, for position-bias studies).", setting=True),
     Param("prompt", str, "default", "Preset (" + ", ".join(PRESETS) + ") or a template file. See "
-          "`selectllm prompts`.", short="-p", widget="preset", setting=True),
+          "`selectllm prompts`.", short="-p", setting=True),
     Param("domain", str, "", "Domain to prefer (for the domain preset or {domain} in a template)."),
-    Param("max_tokens", int, 512, "Longest answer allowed per query.", min=16, max=32_768),
+    Param("max_tokens", int, 512, "Longest answer allowed per query.", min=1),
     Param("max_input_chars", int, None, "Cut each input to this many characters in the prompt (saves tokens on "
           "long contexts, and more candidates then fit the context).", min=1),
     Param("embed_model", str, None, "model2vec (fast, approximate), or a sentence-transformers model name or "
@@ -119,6 +119,8 @@ def run_id_of(pool: Pool, config: RunConfig, backend: ChatBackend, *, budget_pla
     resumes it. A subset size capped by the context is part of it (only then, so runs made before caps keep
     their ids).
     """
+    if config.sample:  # `run` selects from the sample, so the id is the sample's (sampling twice changes nothing)
+        pool = sample_pool(pool, config.sample, seed=config.seed)
     budget_plan = budget_plan or plan(pool, config, backend=backend)
     template, _fmt = load_template(config.prompt)
     extra = {"subset_cap": budget_plan.subset_size} if budget_plan.cap_note else {}
@@ -167,8 +169,8 @@ def run(
     template, answer_format = load_template(config.prompt)
     check(template, domain=config.domain)
     stats: dict[str, Any] = {}
-    # 1. pool
-    pool = load(source, store=store)
+    # 1. pool (saved once, so the report says whether it was new, a new version or already stored)
+    pool = source if isinstance(source, Pool) else load_pool(source)
     if config.sample:
         pool = sample_pool(pool, config.sample, seed=config.seed)
     saved = store.save_pool(pool)
@@ -215,7 +217,7 @@ def retry_failed(store: Store, run_id: str, *, backend: ChatBackend, subsets: li
     The backend must describe itself as the run's backend did, so a retry cannot mix models silently.
     """
     stored = store.get_run(run_id)
-    if stored["method"] != NAME:  # `methods.retry_failed` says which command repeats it
+    if stored["method"] != NAME:  # `pipeline.retry_failed` also names the command that repeats it
         raise ConfigError(f"Run {run_id} is a {stored['method']} run; `selectllm retry` retries SelectLLM runs.")
     if backend_identity(backend.describe()) != backend_identity(stored["backend"]):
         raise ConfigError(
@@ -249,13 +251,13 @@ def run_as_method(source: Any, *, budget: int, store: Store | None = None, embed
                         store=result.store)
 
 
-def method_run_id(pool: Pool, *, budget: int, backend: ChatBackend | None = None, **params: Any) -> str:
+def _registry_run_id(pool: Pool, *, budget: int, backend: ChatBackend | None = None, **params: Any) -> str:
     """The run id `run_as_method` will give (the registry's run-id hook)."""
     return run_id_of(pool, RunConfig(budget=budget, **params), backend or make_backend("local"))
 
 
 SELECTLLM = Method(
     NAME, "SelectLLM", "The paper's method: diverse subsets by equal-size K-means, the model picks the best of each.",
-    params=PARAMS, run=run_as_method, run_id=method_run_id, needs=("embeddings", "llm"), listwise=True, command="selectllm run",
+    params=PARAMS, run=run_as_method, run_id=_registry_run_id, needs=("embeddings", "llm"), listwise=True, command="selectllm run",
     note="The model chooses from a list: position bias is measured for these runs.",
 )

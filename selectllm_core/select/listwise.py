@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from selectllm_core.engines import Executor, StageProgress, ThreadExecutor, UnitOutcome, run_units
-from selectllm_core.errors import BackendError, PromptTooLong
+from selectllm_core.errors import BackendError, ConfigError, PromptTooLong
 from selectllm_core.llm import ChatBackend
 from selectllm_core.select.parsing import parse_answer, repair_message
 from selectllm_core.select.prompts import answer_schema, render
@@ -146,6 +146,8 @@ def execute(
     Returns:
         Counts of outcomes in this call: {"ok", "failed", "error", "skipped", "called"}.
     """
+    if executor is None and backend is None:
+        raise ConfigError("execute needs a backend (threads of this process call it) or an executor.")
     work = functools.partial(subset_work, k=k, prompt=prompt, seed=seed, shuffle=shuffle)
     return run_units(store, run_id, subsets, work, executor=executor or ThreadExecutor(backend), progress=progress,
                      stage="select", what="subsets")

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from selectllm_core.methods.selectllm import SELECTLLM
 from selectllm_core.pipeline import RunConfig
 from selectllm_core.select.prompts import PRESETS
 from selectllm_core.studio.prompt_view import template_ref
@@ -21,8 +22,7 @@ PLAN_FIELDS = ("budget", "subset_size", "picks_per_subset", "split", "seed", "sh
 
 def default_settings(pool_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The plan and prompt a newly opened pool starts with (a tenth of it as the budget, the default prompt)."""
-    plan = {"budget": default_budget(pool_size), "subset_size": None, "picks_per_subset": None, "split": "diverse",
-            "seed": 0, "shuffle": True, "max_tokens": 512, "max_input_chars": None, "sample": None}
+    plan = {"budget": default_budget(pool_size), **{k: SELECTLLM.defaults[k] for k in PLAN_FIELDS if k != "budget"}}
     prompt = {"preset": "default", "template": PRESETS["default"].template, "domain": "", "price_per_1k": 0.001}
     return plan, prompt
 
