@@ -27,11 +27,13 @@ from __future__ import annotations
 import argparse
 import html
 import importlib.util
+import io
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -112,24 +114,36 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-BASELINE_PATHS = ("selectllm_core/studio/map_view.py", "selectllm_core/studio/ui_logic.py", "selectllm_core/ui_logic.py")
+BASELINE_MODULES = ("selectllm_core.studio.map_view", "selectllm_core.studio.ui_logic", "selectllm_core.ui_logic")
 
 
 def baseline_module(rev: str) -> object:
-    """The map module (map_frame, map_figure) as of a git revision, imported under another name."""
-    for where in BASELINE_PATHS:  # where the map code lived, newest layout first
-        shown = subprocess.run(["git", "show", f"{rev}:{where}"], cwd=ROOT, capture_output=True, text=True)
-        if shown.returncode == 0:
-            break
-    else:
-        raise SystemExit(f"{rev} has none of {', '.join(BASELINE_PATHS)}")
-    path = Path(tempfile.mkdtemp()) / f"map_view_{rev}.py"
-    path.write_text(shown.stdout)
-    spec = importlib.util.spec_from_file_location(f"map_view_{rev}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """The map module (map_frame, map_figure) as of a git revision, with that revision's whole package.
+
+    The package of `rev` is extracted to a temporary folder and imported in place of the current one for the
+    moment of the import (its modules import their own siblings), then the current package is put back.
+    """
+    archive = subprocess.run(["git", "archive", rev, "selectllm_core"], cwd=ROOT, capture_output=True)
+    if archive.returncode != 0:
+        raise SystemExit(f"cannot read {rev}: {archive.stderr.decode().strip()}")
+    folder = Path(tempfile.mkdtemp())
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(folder, filter="data")
+    ours = {k: v for k, v in sys.modules.items() if k.split(".")[0] == "selectllm_core"}
+    for name in ours:
+        del sys.modules[name]
+    sys.path.insert(0, str(folder))
+    try:
+        for name in BASELINE_MODULES:  # where the map code lived, newest layout first
+            if not (folder / (name.replace(".", "/") + ".py")).is_file():
+                continue  # (an editable install's finder would hand back today's module of that name)
+            return importlib.import_module(name)
+        raise SystemExit(f"{rev} has none of {', '.join(BASELINE_MODULES)}")
+    finally:
+        sys.path.remove(str(folder))
+        for name in [k for k in sys.modules if k.split(".")[0] == "selectllm_core"]:
+            del sys.modules[name]
+        sys.modules.update(ours)
 
 
 # -- sections -------------------------------------------------------------------------------------
