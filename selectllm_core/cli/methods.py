@@ -12,22 +12,7 @@ from typing import Any
 
 import click
 
-from selectllm_core.cli.options import (
-    BACKEND_KEYS,
-    LOCAL_NOTE,
-    Bars,
-    apply,
-    backend_from,
-    backend_options,
-    budget_option,
-    embed_model_option,
-    export_options,
-    json_option,
-    open_store,
-    param_options,
-    pool_from,
-    workspace_option,
-)
+from selectllm_core.cli import options as opt
 from selectllm_core.embed import embedder_for
 from selectllm_core.errors import ConfigError
 from selectllm_core.llm import make_backend
@@ -38,7 +23,7 @@ from selectllm_core.runs.export import export_run
 from selectllm_core.runs.picks import WHICH
 
 RETRY_OPTION = click.option("--retry-failed", is_flag=True, help="Rate again the batches whose answers were unusable.")
-MODEL_LEVEL = apply([
+MODEL_LEVEL = opt.apply([
     click.option("--model-params", default="1", show_default=True,
                  help="Parameter count of --model (e.g. 7B), weighing it against --extra-model."),
     click.option("--extra-model", multiple=True,
@@ -58,25 +43,25 @@ def method_group() -> click.Group:
 
 
 def _method_command(method: Method) -> click.Command:
-    """The `selectllm method NAME` command with that method's options."""
+    """The `selectllm method NAME` command with that method's opt."""
 
     def callback(pool: str, budget: int, workspace: str | None, out: str | None, fmt: str | None, as_json: bool,
                  **o: Any) -> None:
         _run(method, pool, budget, workspace, out, fmt, as_json, o)
 
-    options = [click.argument("pool"), budget_option, param_options(method.params), export_options, json_option]
+    options = [click.argument("pool"), opt.budget_option, opt.param_options(method.params), opt.export_options, opt.json_option]
     if "embeddings" in method.needs:
-        options.append(embed_model_option)
+        options.append(opt.embed_model_option)
     if "llm" in method.needs:
-        options += [backend_options, RETRY_OPTION] + ([MODEL_LEVEL] if method.max_models > 1 else [])
-    options.append(workspace_option)
+        options += [opt.backend_options, RETRY_OPTION] + ([MODEL_LEVEL] if method.max_models > 1 else [])
+    options.append(opt.workspace_option)
     help_text = f"{method.title}: {method.summary}" + (f"\n\n{method.note}" if method.note else "")
-    return click.command(method.name, help=help_text)(apply(options)(callback))
+    return click.command(method.name, help=help_text)(opt.apply(options)(callback))
 
 
 def _run(method: Method, pool: str, budget: int, workspace: str | None, out: str | None, fmt: str | None,
          as_json: bool, o: dict) -> None:
-    store = open_store(workspace)
+    store = opt.open_store(workspace)
     kwargs: dict[str, Any] = {p.name: o.pop(p.name) for p in method.params}
     if "embeddings" in method.needs:
         kwargs["embedder"] = embedder_for(o.pop("embed_model"))
@@ -85,9 +70,9 @@ def _run(method: Method, pool: str, budget: int, workspace: str | None, out: str
         kwargs.update(_models(o), retry_failed=o.pop("retry_failed"))
         if not as_json:
             if local:
-                click.echo(LOCAL_NOTE.format(what="ratings"), err=True)
+                click.echo(opt.LOCAL_NOTE.format(what="ratings"), err=True)
             click.echo(f"Note: {method.note}", err=True)
-    result = run_method(method.name, pool_from(store, pool), budget=budget, store=store, progress=Bars(), **kwargs)
+    result = run_method(method.name, opt.pool_from(store, pool), budget=budget, store=store, progress=opt.Bars(), **kwargs)
     report = {"run_id": result.run_id, "method": method.name, "pool_id": result.pool_id, "budget": result.budget,
               "selected": result.selected, "short_by": result.short_by, "flags": result.flags, "stats": result.stats}
     if out and result.selected:
@@ -100,7 +85,7 @@ def _models(o: dict) -> dict:
     """backend=..., or backends=[(backend, parameters), ...] when extra models are given."""
     base_url, api_key_env = o["base_url"], o["api_key_env"]
     extra, weight = o.pop("extra_model", ()) or (), o.pop("model_params", "1")
-    main = backend_from({k: o[k] for k in BACKEND_KEYS})
+    main = opt.backend_from({k: o[k] for k in opt.BACKEND_KEYS})
     if not extra:
         return {"backend": main}
     models = [(main, parse_count(weight))]
@@ -145,24 +130,24 @@ def _report(out: dict, as_json: bool) -> None:
 
 @click.command("compare")
 @click.argument("run_ids", nargs=-1, required=True)
-@apply([
+@opt.apply([
     click.option("--price-per-1k", type=click.FloatRange(0), default=0.0, show_default=True,
                  help="Price per 1,000 tokens (prompt + completion) for the cost column."),
     click.option("--clusters", default="auto", show_default=True,
                  help="auto (a SelectLLM run's clusters, else k-means), kmeans, or a run id whose plan to use."),
     click.option("--n-clusters", type=click.IntRange(1), default=20, show_default=True,
                  help="Clusters of the shared k-means."),
-    embed_model_option,
+    opt.embed_model_option,
     click.option("--which", type=click.Choice(WHICH), default="all", show_default=True,
                  help="Picks compared: all, not rejected, or accepted only."),
-    json_option,
+    opt.json_option,
 ])
-@workspace_option
+@opt.workspace_option
 def compare(run_ids: tuple[str, ...], price_per_1k: float, clusters: str, n_clusters: int, embed_model: str | None,
             which: str, as_json: bool, workspace: str | None) -> None:
     """Compare runs of one pool: overlap, coverage, cluster balance, length, LLM usage and cost, and position
     bias of listwise runs."""
-    c = compare_runs(open_store(workspace), list(run_ids), embedder=embedder_for(embed_model),
+    c = compare_runs(opt.open_store(workspace), list(run_ids), embedder=embedder_for(embed_model),
                      clusters=clusters, n_clusters=n_clusters, price_per_1k=price_per_1k, which=which)
     if as_json:
         click.echo(json.dumps(plain({

@@ -25,6 +25,7 @@ from selectllm_core.engines import StageProgress
 from selectllm_core.errors import ConfigError
 from selectllm_core.llm import ChatBackend, make_backend
 from selectllm_core.pool.load import Pool, load_pool
+from selectllm_core.split import check_budget
 from selectllm_core.store import Store
 
 NEEDS = ("embeddings", "llm", "logprobs")
@@ -271,17 +272,6 @@ def rank_desc(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     finite = np.flatnonzero(np.isfinite(scores))
     return finite[np.argsort(-scores[finite], kind="stable")]
-
-
-def check_budget(budget: int, pool_size: int) -> None:
-    """Raise ConfigError unless 1 <= budget < pool size."""
-    if budget < 1:
-        raise ConfigError(f"The budget must be at least 1 row (got {budget}).")
-    if budget >= pool_size:
-        raise ConfigError(
-            f"The budget ({budget}) covers the whole pool ({pool_size} rows): there is nothing to choose. "
-            "Lower --budget or load a larger pool."
-        )
 
 
 def method_run_id(pool_id: str, method: str, params: dict, backend: dict, prompt: str) -> str:

@@ -20,6 +20,17 @@ from selectllm_core.errors import ConfigError
 PAPER_QUERIES = 1000
 
 
+def check_budget(budget: int, pool_size: int) -> None:
+    """Raise ConfigError unless 1 <= budget < pool size (every method checks its budget here)."""
+    if budget < 1:
+        raise ConfigError(f"The budget must be at least 1 row (got {budget}).")
+    if budget >= pool_size:
+        raise ConfigError(
+            f"The budget ({budget}) covers the whole pool ({pool_size} rows): there is nothing to choose. "
+            "Lower --budget or load a larger pool."
+        )
+
+
 @dataclass(frozen=True)
 class BudgetPlan:
     """How a budget is spread: n_subsets queries of subset_size rows, picks_per_subset picks each."""
@@ -73,13 +84,7 @@ def plan_budget(
         A BudgetPlan whose n_subsets * picks_per_subset >= budget.
     """
     n, m = pool_size, budget
-    if m < 1:
-        raise ConfigError(f"The budget must be at least 1 row (got {m}).")
-    if m >= n:
-        raise ConfigError(
-            f"The budget ({m}) covers the whole pool ({n} rows): there is nothing to choose. "
-            "Lower --budget or load a larger pool."
-        )
+    check_budget(m, n)
     for name, value in (("subset size", subset_size), ("picks per subset", picks_per_subset)):
         if value is not None and value < 1:
             raise ConfigError(f"The {name} must be at least 1 (got {value}).")
