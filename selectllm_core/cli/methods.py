@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from selectllm_core.cli import options as opt
+import selectllm_core.cli.options as opt
 from selectllm_core.embed import embedder_for
 from selectllm_core.errors import ConfigError
 from selectllm_core.llm import make_backend
