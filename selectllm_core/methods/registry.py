@@ -69,12 +69,13 @@ METHODS: dict[str, Method] = {
                scores=alpagasus_scores, note=ALPAGASUS_NOTE),
         Method("selectit", "SelectIT", "Uncertainty-aware rating from the probabilities of the digits 1-5.",
                params=(Param("alpha", float, 0.2, "Uncertainty penalty: score = mean / (1 + alpha x std) over the "
-                             "prompt phrasings.", min=0.0, setting=True),
+                             "prompt phrasings.", min=0.0, label="Alpha (uncertainty penalty)", setting=True),
                        Param("phrasings", int, 5, "Rating prompt phrasings per row (the paper uses all 5).", min=1,
+                             label="Prompt phrasings",
                              max=len(PHRASINGS), setting=True, legacy=("k",)),
                        _BATCH,
                        Param("top_n", int, 20, "Most likely first tokens read per rating; the digits 1-5 must be "
-                             "among them (OpenAI allows up to 20).", min=5)),
+                             "among them (OpenAI allows up to 20).", min=5, label="Top tokens read (top_n)")),
                select=select_selectit, needs=("llm", "logprobs"), prompt=prompt_text,
                scores=selectit_scores,
                note="SelectIT rated (instruction, response) pairs; here each instruction is rated alone.",
