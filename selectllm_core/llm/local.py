@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from selectllm_core.errors import BackendUnavailable
-from selectllm_core.llm.base import BUNDLED_MODEL_FILE, ChatResult, bundled_model_path
+from selectllm_core.llm.base import BUNDLED_MODEL_FILE, LOCAL_N_CTX, ChatResult, bundled_model_path
 from selectllm_core.llm.worker import ModelProcess
 
 # One model process per settings, shared by every backend in this process: loading is paid once, and calls
@@ -76,7 +76,7 @@ class LocalLlamaBackend:
         self,
         model_path: str | Path | None = None,
         *,
-        n_ctx: int = 8192,
+        n_ctx: int = LOCAL_N_CTX,
         n_threads: int | None = None,
         seed: int = 0,
     ) -> None:

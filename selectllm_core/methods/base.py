@@ -23,7 +23,7 @@ import pandas as pd
 from selectllm_core.embed import Embedder, EmbeddingCache, SentenceTransformerEmbedder, embed_texts
 from selectllm_core.engines import StageProgress
 from selectllm_core.errors import ConfigError
-from selectllm_core.llm import ChatBackend, make_backend
+from selectllm_core.llm import BUNDLED_MODEL_FILE, LOCAL_N_CTX, ChatBackend, make_backend
 from selectllm_core.pool.load import Pool, load_pool
 from selectllm_core.split import check_budget
 from selectllm_core.store import Store
@@ -254,12 +254,28 @@ class Method:
             if value is None or value == "" or (p.type is bool and value == p.default):
                 continue
             flags.append(p.flag if p.type is bool else f"{p.flag} {shlex.quote(str(value))}")
-        backend = run.get("backend") or {}
-        if backend.get("kind") == "openai":
-            flags.append(f"--backend openai --base-url {backend.get('base_url')} --model {backend.get('model')}")
+        flags += backend_flags(run.get("backend") or {})
         if len(params.get("model_parameters") or []) > 1:
             flags.append("(model level: one --extra-model per model of the run's backend record)")
         return f"{self.cli()} POOL " + " ".join(flags)
+
+
+def backend_flags(backend: dict) -> list[str]:
+    """The backend options that repeat a run's model (its description never holds a key or a file's folder)."""
+    if backend.get("kind") == "openai":
+        flags = [f"--backend openai --base-url {shlex.quote(str(backend.get('base_url')))} "
+                 f"--model {shlex.quote(str(backend.get('model')))}"]
+        if backend.get("auth_env_var") not in (None, "OPENAI_API_KEY"):
+            flags.append(f"--api-key-env {backend['auth_env_var']}")
+        return flags
+    if backend.get("kind") != "local":
+        return []
+    flags = []
+    if backend.get("model") not in (None, BUNDLED_MODEL_FILE):
+        flags.append(f"--model PATH/TO/{shlex.quote(str(backend['model']))}")  # the folder is the curator's
+    if backend.get("n_ctx") not in (None, LOCAL_N_CTX):
+        flags.append(f"--context-window {backend['n_ctx']}")
+    return flags
 
 
 def row_lengths(frame: pd.DataFrame) -> np.ndarray:
