@@ -61,3 +61,11 @@ class UnknownRunError(WorkspaceError):
 
 class ExportError(SelectLLMError):
     """An export cannot be written (nothing to export, unwritable path)."""
+
+
+class SpendCapReached(BackendError):
+    """The next call could pass the run's spending cap: the run stops before it, and resumes with a higher cap."""
+
+
+class RunStopped(BackendError):
+    """The curator stopped the run: no new call starts, finished work is kept, and resuming continues it."""

@@ -15,6 +15,8 @@ are not computed again.
 
 from __future__ import annotations
 
+from typing import Any
+
 from selectllm_core.engines import StageProgress
 from selectllm_core.errors import ConfigError
 from selectllm_core.llm import backend_identity
@@ -26,6 +28,7 @@ from selectllm_core.methods.selectllm import (
 from selectllm_core.methods.selectllm import (
     RunConfig,
     RunResult,
+    check_orders,
     embed,
     plan,
     run,
@@ -37,13 +40,13 @@ from selectllm_core.methods.selectllm import (
 )
 from selectllm_core.pool.load import column_map, sample_pool
 from selectllm_core.runs.export import export_run
-from selectllm_core.runs.manifest import degradations, manifest
+from selectllm_core.runs.manifest import degradations, manifest, rounds
 from selectllm_core.runs.picks import selection_frame, which_picks
 from selectllm_core.store import Store
 
 
 def retry_failed(store: Store, run_id: str, *, backend, subsets: list[int] | None = None,
-                 progress: StageProgress | None = None) -> dict:
+                 progress: StageProgress | None = None, **meter: Any) -> dict:
     """Call failed (or the given) subsets of a stored SelectLLM run again, then re-trim the selection.
 
     The backend must describe itself as the run's backend did, so a retry cannot mix models silently. Runs
@@ -55,9 +58,9 @@ def retry_failed(store: Store, run_id: str, *, backend, subsets: list[int] | Non
             f"Run {run_id} is a {stored['method']} run; `selectllm retry` retries SelectLLM runs. Run its command "
             f"again (add --retry-failed for alpagasus and selectit): {get(stored['method']).repeat_command(stored)}"
         )
-    return _retry_selectllm(store, run_id, backend=backend, subsets=subsets, progress=progress)
+    return _retry_selectllm(store, run_id, backend=backend, subsets=subsets, progress=progress, **meter)
 
 
-__all__ = ["METHOD", "RunConfig", "RunResult", "backend_identity", "column_map", "degradations", "embed",
-           "export_run", "load", "manifest", "plan", "retry_failed", "run", "run_id_of", "sample_pool",
+__all__ = ["METHOD", "RunConfig", "RunResult", "backend_identity", "check_orders", "column_map", "degradations",
+           "embed", "export_run", "load", "manifest", "plan", "retry_failed", "rounds", "run", "run_id_of", "sample_pool",
            "selection_frame", "subsets_from_plan", "which_picks"]

@@ -13,7 +13,10 @@ from typing import Any
 import click
 
 from selectllm_core.cli.commands import COMMANDS
+from selectllm_core.cli.curate import CURATE_COMMANDS
 from selectllm_core.cli.methods import compare, method_group
+from selectllm_core.cli.models import MODEL_COMMANDS
+from selectllm_core.cli.spend import SPEND_COMMANDS
 from selectllm_core.errors import SelectLLMError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,7 +57,7 @@ def main() -> None:
     """
 
 
-for _command in (*COMMANDS, method_group(), compare):
+for _command in (*COMMANDS, *CURATE_COMMANDS, *SPEND_COMMANDS, *MODEL_COMMANDS, method_group(), compare):
     main.add_command(_command)
 
 

@@ -131,8 +131,6 @@ def _report(out: dict, as_json: bool) -> None:
 @click.command("compare")
 @click.argument("run_ids", nargs=-1, required=True)
 @opt.apply([
-    click.option("--price-per-1k", type=click.FloatRange(0), default=0.0, show_default=True,
-                 help="Price per 1,000 tokens (prompt + completion) for the cost column."),
     click.option("--clusters", default="auto", show_default=True,
                  help="auto (a SelectLLM run's clusters, else k-means), kmeans, or a run id whose plan to use."),
     click.option("--n-clusters", type=click.IntRange(1), default=20, show_default=True,
@@ -143,12 +141,12 @@ def _report(out: dict, as_json: bool) -> None:
     opt.json_option,
 ])
 @opt.workspace_option
-def compare(run_ids: tuple[str, ...], price_per_1k: float, clusters: str, n_clusters: int, embed_model: str | None,
+def compare(run_ids: tuple[str, ...], clusters: str, n_clusters: int, embed_model: str | None,
             which: str, as_json: bool, workspace: str | None) -> None:
     """Compare runs of one pool: overlap, coverage, cluster balance, length, LLM usage and cost, and position
     bias of listwise runs."""
     c = compare_runs(opt.open_store(workspace), list(run_ids), embedder=embedder_for(embed_model),
-                     clusters=clusters, n_clusters=n_clusters, price_per_1k=price_per_1k, which=which)
+                     clusters=clusters, n_clusters=n_clusters, which=which)
     if as_json:
         click.echo(json.dumps(plain({
             "pool_id": c.pool_id, "clusters": c.cluster_source, "table": c.table.to_dict("records"),

@@ -13,14 +13,16 @@ import click
 from tqdm import tqdm
 
 from selectllm_core.engines import ENGINES
-from selectllm_core.llm import ChatBackend, make_backend
+from selectllm_core.llm import DEFAULT_LOCAL_MODEL, LOCAL_MODELS, ChatBackend, make_backend
+from selectllm_core.llm.models import for_file
 from selectllm_core.methods import Param
 from selectllm_core.pool.load import Pool, column_map, load_pool
 from selectllm_core.runs.export import FORMATS
 from selectllm_core.store import Store
 
 LOCAL_NOTE = ("Note: the bundled SmolLM2-135M model runs offline but cannot judge instruction quality; "
-              "use --backend openai with a capable model for real {what}.")
+              "use --model qwen2.5-coder-1.5b (measured: `selectllm models`) or --backend openai with a capable "
+              "model for real {what}.")
 
 
 def apply(options: Iterable[Callable]) -> Callable:
@@ -65,8 +67,8 @@ engine_option = click.option(
 
 embed_model_option = click.option(
     "--embed-model", default=None,
-    help="model2vec (fast, approximate), or a sentence-transformers model name or folder (default: bundled "
-         "all-MiniLM-L6-v2).")
+    help="minilm-int8 (MiniLM in int8: about 2.4x faster, near-exact), model2vec (fastest, approximate), or a "
+         "sentence-transformers model name or folder (default: bundled all-MiniLM-L6-v2).")
 
 export_options = apply([
     click.option("--out", "-o", type=click.Path(), default=None, help="Export the selection here (file or folder)."),
@@ -74,13 +76,26 @@ export_options = apply([
                  help="Export format (default: from --out, else csv)."),
 ])
 
+spend_options = apply([
+    click.option("--max-cost", type=click.FloatRange(0), default=None,
+                 help="Stop before the call that could take this run's spending past this (dollars, from the price "
+                      "table: `selectllm prices`); the same command with a higher cap resumes the run."),
+    click.option("--no-response-cache", "no_response_cache", is_flag=True,
+                 help="Send every request, even one answered before (default: a request answered before, by any "
+                      "run or workspace sharing the cache folder, is answered from the response cache for free)."),
+])
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result summary as JSON.")
 
 backend_options = apply([
     click.option("--backend", type=click.Choice(["local", "openai"]), default="local", show_default=True,
-                 help="local: the bundled SmolLM2-135M (offline, too small to judge quality; for trying the "
-                      "studio). openai: any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp)."),
-    click.option("--model", default=None, help="local: a GGUF file; openai: the model name (for example gpt-4o-mini)."),
+                 help="local: a GGUF model run offline (default: the bundled SmolLM2-135M, too small to judge "
+                      "quality; for trying the studio). openai: any OpenAI-compatible server (OpenAI, vLLM, "
+                      "Ollama, llama.cpp)."),
+    click.option("--model", default=None,
+                 help="local: a model name from `selectllm models` (smollm2-135m, the default; qwen2.5-coder-1.5b "
+                      "after `bash scripts/install.sh --judge-model`) or a GGUF file; openai: the model name (for "
+                      "example gpt-4o-mini)."),
     click.option("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."),
     click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
                  help="Environment variable that holds the API key (the key itself is never stored)."),
@@ -91,6 +106,15 @@ backend_options = apply([
 ])
 
 BACKEND_KEYS = ("backend", "model", "base_url", "api_key_env", "concurrency", "context_window")
+
+
+def local_note(o: dict, what: str) -> str | None:
+    """The warning for a local model too small to judge instructions, or None (another model, or a server)."""
+    if o.get("backend") != "local":
+        return None
+    model = o.get("model") or DEFAULT_LOCAL_MODEL
+    entry = LOCAL_MODELS.get(model) or for_file(Path(model).name)
+    return LOCAL_NOTE.format(what=what) if entry is not None and entry.too_small else None
 
 
 def backend_from(o: dict) -> ChatBackend:
@@ -134,14 +158,16 @@ class Bars:
     """tqdm bars, one per stage: a StageProgress for the CLI."""
 
     LABELS = {"embed": "embedding", "cluster": "clustering", "select": "asking the model", "rate": "rating rows"}
+    UNITS = {"embed": " rows", "rate": " rows"}  # tqdm then shows "152 rows/s" and the time left
 
     def __init__(self) -> None:
         self.bars: dict[str, Any] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if stage not in self.bars:
-            self.bars[stage] = tqdm(total=total, desc=self.LABELS.get(stage, stage), unit="", file=sys.stderr,
-                                    dynamic_ncols=True)
+            label = self.LABELS.get(stage) or stage.replace("select round", "asking the model, round")
+            unit = self.UNITS.get(stage, " subsets" if stage.startswith("select") else "")
+            self.bars[stage] = tqdm(total=total, desc=label, unit=unit, file=sys.stderr, dynamic_ncols=True)
         bar = self.bars[stage]
         bar.total = total
         bar.update(done - bar.n)

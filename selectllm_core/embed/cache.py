@@ -104,36 +104,47 @@ def embed_texts(
     batch_size: int = 256,
     progress: BatchProgress | None = None,
 ) -> EmbedResult:
-    """Embed texts, computing only those the cache lacks.
+    """Embed texts, computing only those the cache lacks; resumable after any crash.
+
+    Each batch is committed to the cache before the next one starts, so a run killed at any moment (Ctrl-C,
+    kill -9) loses at most the batch in flight, and the same call again computes only what the cache lacks.
 
     Args:
         texts: texts to embed (for a pool, its `text` column).
         embedder: defaults to the bundled all-MiniLM-L6-v2.
         cache: defaults to the cache folder from the environment; pass one to share counters.
         batch_size: texts per cache write (a crash loses at most one batch of work).
-        progress: called with (done, total) after each batch.
+        progress: called with (0, total) before the first batch (so a rate can be timed from the start)
+            and with (done, total) after each batch is stored; total counts the texts the cache lacks.
 
     Returns:
         EmbedResult with one unit vector per text.
     """
     embedder = embedder or SentenceTransformerEmbedder()
     cache = cache or EmbeddingCache()
+    model_id = embedder.model_id
     keys = [text_key(t) for t in texts]
-    found = cache.get_many(embedder.model_id, keys)
+    found = cache.get_many(model_id, keys)
     # Longest first, as sentence-transformers orders one encode call, so each chunk holds texts of similar
     # length and pads little; in input order the chunks ran 1.5x the tokens of one encode call
     # (benchmarks/README.md, "Embedding throughput").
     todo = sorted({k: t for k, t in zip(keys, texts) if k not in found}.items(), key=lambda kt: -len(kt[1]))
     total = len(todo)
+    if progress and total:
+        progress(0, total)
     for start in range(0, total, batch_size):
         chunk = todo[start : start + batch_size]
         vectors = embedder.encode([t for _, t in chunk])
+        if embedder.model_id != model_id:
+            # the embedder settled on another model while loading (the int8 one's portable fallback, once per
+            # cache folder): start again under that model's id, so no vector is stored or served under another's
+            return embed_texts(texts, embedder=embedder, cache=cache, batch_size=batch_size, progress=progress)
         new = {k: v for (k, _), v in zip(chunk, vectors)}
-        cache.put_many(embedder.model_id, new)
+        cache.put_many(model_id, new)
         found.update(new)
         if progress:
             progress(min(start + batch_size, total), total)
     cache.hits += len(texts) - total
     cache.misses += total
     vectors = np.stack([found[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
-    return EmbedResult(vectors=vectors, computed=total, cached=len(texts) - total, model_id=embedder.model_id)
+    return EmbedResult(vectors=vectors, computed=total, cached=len(texts) - total, model_id=model_id)

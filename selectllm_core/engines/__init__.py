@@ -22,9 +22,10 @@ from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from selectllm_core.engines.meter import Meter, MeteredBackend
 from selectllm_core.engines.ray import RayExecutor
 from selectllm_core.engines.threads import ThreadExecutor
-from selectllm_core.errors import BackendError, ConfigError
+from selectllm_core.errors import BackendError, ConfigError, RunStopped, SpendCapReached
 
 if TYPE_CHECKING:
     from selectllm_core.store import Store
@@ -53,6 +54,8 @@ class UnitOutcome:
     calls: list[dict] = field(default_factory=list)
     error: str | None = None
     note: str | None = None  # what differs from the plan, said plainly (fewer picks than planned)
+    orders: list[dict] = field(default_factory=list)  # SelectLLM with P orders or an order check: each order's
+    # {"role": "vote" | "check", "shown": [row ids], "picks": [row ids] or None (unusable)}
 
 
 class Executor(Protocol):
@@ -65,26 +68,42 @@ class Executor(Protocol):
             stop: Callable[[], bool]) -> Iterator[UnitOutcome]: ...
 
 
-def executor_for(engine: str, backend: Any) -> Executor:
-    """Threads of this process over the backend (engine "local"), or Ray actors that rebuild it ("ray")."""
+def executor_for(engine: str, backend: Any, *, meter: Meter | None = None) -> Executor:
+    """Threads of this process over the backend behind the meter (engine "local"), or Ray actors ("ray").
+
+    Ray actors rebuild the backend from its description, so their calls skip the response cache and cannot keep
+    a spending cap; their cost is still recorded from their tokens. A cap with Ray is refused here.
+    """
     if engine == "ray":
-        return RayExecutor.for_backend(backend)
+        if meter is not None and meter.max_cost is not None:
+            raise ConfigError("--max-cost needs --engine local: Ray workers call the model on their own, so no "
+                              "cap could stop them in time. Leave out --engine ray, or the cap.")
+        if meter is not None:
+            meter.remote = True
+        return RayExecutor.for_backend(backend.inner if isinstance(backend, MeteredBackend) else backend)
     if engine != "local":
         raise ConfigError(f"Unknown engine {engine!r}: choose {' or '.join(ENGINES)}.")
-    return ThreadExecutor(backend)
+    return ThreadExecutor(meter.wrap(backend) if meter is not None else backend)
 
 
-def record(store: Store, run_id: str, o: UnitOutcome, counts: dict) -> None:
-    """Store one unit's outcome and add it to the call's counts."""
+def record(store: Store, run_id: str, o: UnitOutcome, counts: dict, meter: Meter | None = None) -> None:
+    """Store one unit's outcome, each call with its cost, and add it to the call's counts."""
+    if meter is not None:
+        for call in o.calls:
+            if call.get("cost") is None and call.get("ok", True):
+                call["cost"] = meter.cost_of(call)
+            if meter.remote:
+                meter.count_remote(call)
     store.save_subset_result(run_id, o.subset, status=o.status, members=o.members, picks=o.picks,
-                             reasons=o.reasons, raw=o.raw, calls=o.calls, error=o.error, note=o.note)
+                             reasons=o.reasons, raw=o.raw, calls=o.calls, error=o.error, note=o.note,
+                             orders=o.orders)
     counts[o.status] += 1
     counts["called"] += len(o.calls)
 
 
 def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *, executor: Executor,
               progress: StageProgress | None = None, stage: str = "select", what: str = "subsets",
-              stop_after: int = MAX_CONSECUTIVE_ERRORS) -> dict:
+              stop_after: int = MAX_CONSECUTIVE_ERRORS, meter: Meter | None = None) -> dict:
     """Run every unit that has no final outcome yet, storing each outcome as it arrives.
 
     Args:
@@ -98,6 +117,8 @@ def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *
         stage: the progress stage name ("select", "rate").
         what: the units' name in messages ("subsets", "batches").
         stop_after: consecutive "error" outcomes that stop the run.
+        meter: the run's cache, prices and cap (the executor's backend goes through it); each call is recorded
+            with its cost, and a reached cap stops new units.
 
     Returns:
         Counts of outcomes in this call: {"ok", "failed", "error", "skipped", "called"}.
@@ -105,21 +126,27 @@ def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *
     Raises:
         BackendError: after `stop_after` units in a row could not reach the model (the run is interrupted;
             running the same command again resumes it).
+        SpendCapReached: the next call could have passed the meter's cap (the run is interrupted; the same
+            command with a higher cap resumes it).
+        RunStopped: the meter's cancel event was set (the curator's Stop); the run is interrupted and resumes.
     """
     done = store.done_subsets(run_id)
     todo = [(i, units[i]) for i in sorted(units) if i not in done]
     counts = dict.fromkeys((*STATUSES, "called"), 0)
     total, finished, streak = len(units), len(done & set(units)), 0
     stopping, last_error = False, None
+    if meter is not None:
+        meter.spent_before = store.usage(run_id)["cost"]
+    capped = (lambda: meter.tripped is not None or meter.cancelled) if meter is not None else (lambda: False)
     store.set_run_status(run_id, "running")
     if progress:
         progress(stage, finished, total)
-    outcomes = executor.map(work, todo, stop=lambda: stopping) if todo else iter(())
+    outcomes = executor.map(work, todo, stop=lambda: stopping or capped()) if todo else iter(())
     try:
         # closed on any error too, so no thread or Ray actor outlives the run
         with closing(outcomes) if hasattr(outcomes, "close") else nullcontext():
             for o in outcomes:  # after a stop, the units still in flight arrive here too and are kept
-                record(store, run_id, o, counts)
+                record(store, run_id, o, counts, meter)
                 finished += 1
                 streak = streak + 1 if o.status == "error" else 0
                 if progress:
@@ -129,6 +156,14 @@ def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *
     except BaseException:
         store.set_run_status(run_id, "interrupted")
         raise
+    if capped():
+        store.set_run_status(run_id, "interrupted")
+        left = total - len(store.done_subsets(run_id) & set(units))
+        if meter.tripped is None:
+            raise RunStopped(f"Stopped on request: {total - left} of {total} {what} are done, {left} left. Resume "
+                             f"the run (or run the same command again) to continue: finished {what} are kept.")
+        raise SpendCapReached(f"{meter.tripped} {total - left} of {total} {what} are done, {left} left; run the "
+                              "same command with a higher --max-cost to resume.")
     if stopping:
         store.set_run_status(run_id, "interrupted")
         raise BackendError(
@@ -138,5 +173,5 @@ def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *
     return counts
 
 
-__all__ = ["ENGINES", "MAX_CONSECUTIVE_ERRORS", "RayExecutor", "STATUSES", "Executor", "StageProgress", "ThreadExecutor", "UnitOutcome",
+__all__ = ["ENGINES", "MAX_CONSECUTIVE_ERRORS", "Meter", "MeteredBackend", "RayExecutor", "STATUSES", "Executor", "StageProgress", "ThreadExecutor", "UnitOutcome",
            "Work", "executor_for", "record", "run_units"]

@@ -3,7 +3,8 @@
 Workers compute; the driver writes. Ray actors return vectors and subset outcomes, and only the driver
 touches the embedding cache and the workspace, so caching, resume and retries behave exactly as with the
 default in-process engine. Needs `pip install ray` (see requirements-scale.txt); `ray.init()` joins the
-cluster named by $RAY_ADDRESS, else starts a local one.
+cluster named by $RAY_ADDRESS, else the one `ray start` started on this machine, else starts a local one.
+docs/scaling.md shows a multi-node cluster; tests/test_ray_cluster.py runs one with two nodes.
 
     vectors = embed_with_ray(texts, embedder_factory=SentenceTransformerEmbedder, batch_size=256)
     counts = run_units(store, run_id, subsets, work, executor=RayExecutor.for_backend(backend))
@@ -21,14 +22,14 @@ from typing import Any
 import numpy as np
 
 from selectllm_core.embed import Embedder, EmbeddingCache, EmbedResult, embed_texts, embedder_for
-from selectllm_core.errors import ConfigError
+from selectllm_core.errors import BackendError, ConfigError
 from selectllm_core.llm import ChatBackend, LocalLlamaBackend, OpenAICompatibleBackend
 
 Factory = Callable[[], Any]
 
 
 def ray_module() -> Any:
-    """The ray module, connected: joins $RAY_ADDRESS when set, else starts a local Ray (once per process)."""
+    """The ray module, connected: joins $RAY_ADDRESS when set, else a local Ray (once per process)."""
     try:
         import ray
     except ImportError:
@@ -36,10 +37,16 @@ def ray_module() -> Any:
                           "or leave the option out to run in this process.") from None
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address)
-        else:
+        if not address:
             ray.init(include_dashboard=False)
+            return ray
+        try:
+            ray.init(address=address)
+        except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+            raise ConfigError(
+                f"Cannot join the Ray cluster at RAY_ADDRESS={address}: {exc}. Check that the head node is up "
+                "(`ray status` there) and reachable from here; if the cluster uses token authentication, set "
+                "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN) here too (docs/scaling.md).") from None
     return ray
 
 
@@ -48,9 +55,9 @@ def _cpus(ray: Any) -> int:
     return max(1, int(ray.available_resources().get("CPU", 0)))
 
 
-def _nodes(ray: Any) -> int:
-    """Alive nodes in the cluster."""
-    return max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
+def _alive_nodes(ray: Any) -> list[str]:
+    """The ids of the cluster's alive nodes, in a fixed order."""
+    return sorted(node["NodeID"] for node in ray.nodes() if node.get("Alive"))
 
 
 # --- embedding ------------------------------------------------------------------------------------
@@ -71,7 +78,8 @@ class RayEmbedder:
 
     Args:
         embedder_factory: picklable callable returning an Embedder (built in each actor; models load lazily).
-        batch_size: texts per actor call.
+        batch_size: texts per actor call at most (a call with fewer texts than a batch per actor is shared
+            out evenly instead).
         workers: actors (None: the CPUs free in the cluster when the first batch arrives; never more than
             the cluster's CPUs).
     """
@@ -87,15 +95,18 @@ class RayEmbedder:
         self._actors: list[Any] = []
         self._target: int | None = None
 
-    def _pool(self, batches: int) -> Any:
-        """The actors, started as first needed: no more than there are batches to run."""
-        ray = ray_module()
+    def _actor_target(self, ray: Any) -> int:
+        """How many actors this embedder runs, fixed when the first batch arrives."""
         if self._target is None:
             # each actor reserves a CPU: more than the cluster has would wait forever
             total = max(1, int(ray.cluster_resources().get("CPU", 1)))
             self._target = min(self.workers or _cpus(ray), total)
+        return self._target
+
+    def _pool(self, ray: Any, batches: int) -> Any:
+        """The actors, started as first needed: no more than there are batches to run."""
         actor = ray.remote(num_cpus=1)(_EmbedWorker)
-        while len(self._actors) < min(self._target, batches):
+        while len(self._actors) < min(self._actor_target(ray), batches):
             self._actors.append(actor.remote(self.embedder_factory))
         from ray.util import ActorPool
 
@@ -106,10 +117,13 @@ class RayEmbedder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, 0), np.float32)
+        ray = ray_module()
+        # fewer texts than a full batch per actor are cut finer, so that every actor takes a share
+        size = min(self.batch_size, math.ceil(len(texts) / self._actor_target(ray)))
         # longest first, so each batch holds texts of similar length and pads little
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        batches = [[texts[i] for i in order[s : s + self.batch_size]] for s in range(0, len(order), self.batch_size)]
-        pool = self._pool(len(batches))
+        batches = [[texts[i] for i in order[s : s + size]] for s in range(0, len(order), size)]
+        pool = self._pool(ray, len(batches))
         vectors = np.concatenate(list(pool.map(lambda actor, batch: actor.encode.remote(batch), batches)))
         out = np.empty_like(vectors)
         out[order] = vectors
@@ -154,7 +168,8 @@ def embed_texts_with_ray(texts: Sequence[str], *, embed_model: str | None = None
 
     Args:
         texts: texts to embed.
-        embed_model: as for the local engine: None (MiniLM), "model2vec", or a sentence-transformers name/folder.
+        embed_model: as for the local engine: None (MiniLM), "minilm-int8", "model2vec", or a
+            sentence-transformers name/folder.
         embedder: an Embedder to copy into each actor instead (it must pickle); None builds one from embed_model.
         cache: the EmbeddingCache (default: from the environment).
         progress: called with (done, total) after each cache write.
@@ -198,13 +213,15 @@ class RayExecutor:
 
     Args:
         resource_factory: picklable callable returning the resource (see backend_factory_for).
-        workers: actors (None: one per alive node). They reserve no CPU: with a remote server they mostly
-            wait; with a local model, give each node one worker.
+        workers: actors (None: one per alive node), placed on the alive nodes in turn. They reserve no CPU:
+            with a remote server they mostly wait; with a local model, give each node one worker.
     """
 
     def __init__(self, resource_factory: Factory, *, workers: int | None = None) -> None:
         self.resource_factory = resource_factory
         self.workers = workers
+        self._actors: list[Any] = []
+        self._shape: tuple[int, int] | None = None  # (actors, calls in flight each) of the live actors
 
     @classmethod
     def for_backend(cls, backend: ChatBackend, *, workers: int | None = None) -> RayExecutor:
@@ -215,22 +232,24 @@ class RayExecutor:
             stop: Callable[[], bool] = lambda: False) -> Iterator[Any]:
         """Yield work(resource, index, payload) in completion order; after stop() no new unit is sent.
 
-        Closing the iterator early stops the actors; the work function must pickle (a module-level function
-        or a functools.partial of one).
+        The actors outlive one map: a tournament's rounds reuse them (and the model each one loaded) until
+        `close()`, or until a map is closed early or fails. The work function must pickle (a module-level
+        function or a functools.partial of one).
         """
         ray = ray_module()
         items = list(items)
         if not items:
             return
         total = max(1, int(getattr(self.resource_factory(), "concurrency", 1)))
-        count = max(1, min(self.workers or _nodes(ray), len(items)))
+        nodes = _alive_nodes(ray)
+        count = max(1, min(self.workers or len(nodes), len(items)))
         per_actor = math.ceil(total / count)  # --concurrency keeps meaning "calls in flight" (at least one each)
-        actor = ray.remote(num_cpus=0, max_concurrency=per_actor, scheduling_strategy="SPREAD")(_UnitWorker)
-        actors = [actor.remote(self.resource_factory) for _ in range(count)]
+        actors = self._actors_for(ray, nodes, count, per_actor)
         load = [0] * count
         pending: dict[Any, int] = {}
         queue = iter(items)
         work_ref = ray.put(work)
+        finished = False
         try:
             while True:
                 while len(pending) < count * per_actor and not stop() and (item := next(queue, None)) is not None:
@@ -238,13 +257,45 @@ class RayExecutor:
                     pending[actors[slot].run.remote(work_ref, item[0], item[1])] = slot
                     load[slot] += 1
                 if not pending:
+                    finished = True
                     return
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 load[pending.pop(ready[0])] -= 1
                 yield _unwrap(ray, ready[0])
         finally:
-            for a in actors:
+            if not finished:  # closed early or failed: calls may still be in flight on these actors
+                self.close()
+
+    def _actors_for(self, ray: Any, nodes: list[str], count: int, per_actor: int) -> list[Any]:
+        """The live actors when they have this shape, else new ones (the old ones stopped)."""
+        if self._shape != (count, per_actor) or not self._actors:
+            self.close()
+            actor = ray.remote(num_cpus=0, max_concurrency=per_actor)(_UnitWorker)
+            self._actors = [actor.options(scheduling_strategy=_on_node(nodes[i % len(nodes)])).remote(
+                self.resource_factory) for i in range(count)]
+            self._shape = (count, per_actor)
+        return self._actors
+
+    def close(self) -> None:
+        """Stop the actors (a run ends with this; the next map starts new ones)."""
+        if self._actors:
+            ray = ray_module()
+            for a in self._actors:
                 ray.kill(a)
+        self._actors, self._shape = [], None
+
+
+def _on_node(node_id: str) -> Any:
+    """Place an actor on this node.
+
+    Measured on a two-node cluster (tests/test_ray_cluster.py's setup), two zero-CPU actors shared one node
+    in 4 of 8 tries under Ray's SPREAD strategy and in 3 of 4 under soft node affinity; hard affinity put
+    them where asked in 8 of 8. A node lost before its actor starts fails the run with a BackendError; the
+    same command resumes it on the nodes that are left.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id, soft=False)
 
 
 def _unwrap(ray: Any, ref: Any) -> Any:
@@ -253,6 +304,9 @@ def _unwrap(ray: Any, ref: Any) -> Any:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
         raise exc.as_instanceof_cause() from None
+    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError) as exc:
+        raise BackendError(f"A Ray worker was lost (its node may have left the cluster): {exc}. Run the same "
+                           "command again: finished units are kept, and the lost worker's are asked again.") from None
 
 
 def backend_factory_for(backend: ChatBackend) -> Factory:

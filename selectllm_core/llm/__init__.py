@@ -1,4 +1,5 @@
-"""Chat backends: the protocol, the bundled llama.cpp model in a child process, and any OpenAI-compatible server.
+"""Chat backends: the protocol, local llama.cpp models in a child process (the bundled one and the registry of
+`llm.models`), and any OpenAI-compatible server.
 
 `make_backend` is the one factory: a kind and its settings give a ChatBackend.
 
@@ -19,6 +20,7 @@ from selectllm_core.llm.base import (
     top_logprobs_of,
 )
 from selectllm_core.llm.local import LocalLlamaBackend
+from selectllm_core.llm.models import DEFAULT_LOCAL_MODEL, LOCAL_MODELS, LocalModel, local_model
 from selectllm_core.llm.openai_compat import OpenAICompatibleBackend
 
 
@@ -37,7 +39,9 @@ def make_backend(
 
     Args:
         kind: "local" (in-process llama.cpp) or "openai" (any OpenAI-compatible server).
-        model: For "local", a GGUF file path (None: the bundled SmolLM2); for "openai", the model name.
+        model: For "local", an installed local model's name (`selectllm models`: "smollm2-135m", the bundled
+            default, or "qwen2.5-coder-1.5b") or a GGUF file path (None: the bundled SmolLM2); for "openai",
+            the model name.
         base_url: For "openai", the server URL such as ``http://127.0.0.1:8080/v1`` (None: OpenAI).
         api_key_env: Name of the environment variable holding the key ("openai" only).
         api_key: The key itself, overriding the environment ("openai" only).
@@ -47,11 +51,17 @@ def make_backend(
 
     Returns:
         A ChatBackend; nothing is loaded or contacted until the first call.
+
+    Raises:
+        ConfigError: settings that cannot work, or a named local model that is not installed (the message
+            gives the install command).
     """
     if kind == "local":
         if concurrency not in (None, 1):
             raise ConfigError("the local backend runs one call at a time; leave concurrency at 1")
-        return LocalLlamaBackend(model_path=model, **({"n_ctx": context_window} if context_window else {}))
+        entry = LOCAL_MODELS.get(model or DEFAULT_LOCAL_MODEL)
+        n_ctx = context_window or (entry.n_ctx if entry else LOCAL_N_CTX)
+        return LocalLlamaBackend(model_path=model, n_ctx=n_ctx)
     if kind == "openai":
         if not model:
             raise ConfigError("an OpenAI-compatible backend needs a model name, e.g. gpt-4o-mini")
@@ -74,9 +84,13 @@ __all__ = [
     "LocalLlamaBackend",
     "BUNDLED_MODEL_FILE",
     "LOCAL_N_CTX",
+    "LOCAL_MODELS",
+    "LocalModel",
+    "DEFAULT_LOCAL_MODEL",
     "OpenAICompatibleBackend",
     "backend_identity",
     "bundled_model_path",
+    "local_model",
     "make_backend",
     "top_logprobs_of",
 ]

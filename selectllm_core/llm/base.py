@@ -27,6 +27,14 @@ class ChatResult:
     # The output constraint this call actually used: "json_schema", "json_object" or "none"
     # (None: the backend does not say). Recorded per call, so a degraded run says so.
     answer_format: str | None = None
+    cost: float | None = None  # money this call cost (None: not metered, or no price known); 0 when cached
+    cached: bool = False  # the answer came from the response cache: no call was made
+
+    def record(self) -> dict:
+        """This answer as one entry of a unit's `calls` (what the ledger stores)."""
+        return {"ok": True, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "elapsed": self.elapsed, "answer_format": self.answer_format, "cost": self.cost,
+                "cached": self.cached, "model": self.model}
 
 
 @runtime_checkable

@@ -5,8 +5,9 @@ cannot run, an out-of-memory kill) becomes a ModelCrashed error on the page or i
 happened in stays resumable, instead of taking the app or the run down.
 
 The default model is the bundled SmolLM2-135M-Instruct, which is far too small to judge
-instructions; it exists so the studio runs offline and in tests. Point ``model_path`` at a larger
-GGUF file (or use an OpenAI-compatible server) for selections worth annotating.
+instructions; it exists so the studio runs offline and in tests. Name an installed model of the registry
+(`selectllm_core.llm.models`, e.g. "qwen2.5-coder-1.5b"), point ``model_path`` at a larger GGUF file, or use
+an OpenAI-compatible server for selections worth annotating.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from selectllm_core.errors import BackendUnavailable
 from selectllm_core.llm.base import BUNDLED_MODEL_FILE, LOCAL_N_CTX, ChatResult, bundled_model_path
+from selectllm_core.llm.models import DEFAULT_LOCAL_MODEL, resolve
 from selectllm_core.llm.worker import ModelProcess
 
 # One model process per settings, shared by every backend in this process: loading is paid once, and calls
@@ -62,7 +64,9 @@ class LocalLlamaBackend:
     """Chat with a GGUF model through llama-cpp-python, run in a child process.
 
     Args:
-        model_path: GGUF file (None: the bundled SmolLM2-135M-Instruct).
+        model_path: GGUF file, or the name of an installed registry model (None: the bundled
+            SmolLM2-135M-Instruct). A registry name that is not installed raises ConfigError with the
+            install command.
         n_ctx: Context window in tokens; prompt plus answer must fit.
         n_threads: CPU threads (None: llama.cpp's default).
         seed: Sampling seed, so temperature > 0 runs repeat too.
@@ -80,7 +84,9 @@ class LocalLlamaBackend:
         n_threads: int | None = None,
         seed: int = 0,
     ) -> None:
-        self.model_path = Path(model_path) if model_path else None
+        # The bundled model's name stays lazy (found on first use), so it describes itself as the default does.
+        named = None if model_path in (None, "", DEFAULT_LOCAL_MODEL) else str(model_path)
+        self.model_path = resolve(named) if named else None
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.seed = seed

@@ -18,7 +18,7 @@ import pandas as pd
 
 from selectllm_core.llm import ChatBackend
 from selectllm_core.methods.base import Context, Selection, rank_desc
-from selectllm_core.methods.rating import RowRating, batch_of, call_record, rate_pool, raw_by_row, workers_for
+from selectllm_core.methods.rating import RowRating, batch_of, rate_pool, raw_by_row, workers_for
 from selectllm_core.store import Store
 
 NOTE = ("AlpaGasus rated (instruction, response) pairs; here each instruction is rated alone, "
@@ -106,9 +106,7 @@ def rater(backend: ChatBackend, *, max_tokens: int):  # noqa: ANN201 - returns a
             t0 = time.perf_counter()
             result = backend.chat(messages, json_schema=SCHEMA, max_tokens=max_tokens, temperature=0.0)
             out.raw.append({"attempt": attempt, "answer": result.text})
-            out.calls.append(call_record(prompt_tokens=result.prompt_tokens,
-                                         completion_tokens=result.completion_tokens,
-                                         elapsed=result.elapsed or time.perf_counter() - t0))
+            out.calls.append({**result.record(), "elapsed": result.elapsed or time.perf_counter() - t0})
             try:
                 parse_rating(result.text)
                 out.error = None

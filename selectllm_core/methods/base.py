@@ -12,6 +12,7 @@ import hashlib
 import json
 import numbers
 import shlex
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import pandas as pd
 
 from selectllm_core.embed import Embedder, EmbeddingCache, SentenceTransformerEmbedder, embed_texts
 from selectllm_core.engines import StageProgress
+from selectllm_core.engines.meter import CacheChoice, Meter, response_cache
 from selectllm_core.errors import ConfigError
 from selectllm_core.llm import BUNDLED_MODEL_FILE, LOCAL_N_CTX, ChatBackend, make_backend
 from selectllm_core.pool.load import Pool, load_pool
@@ -80,6 +82,7 @@ class Context:
     progress: StageProgress | None = None
     retry_failed: bool = False
     scores_of: Callable[[str], pd.Series] | None = None  # the scores a stored run gave (for DEITA's score_run)
+    meter: Meter | None = None  # the run's meter: the driver stops when it is cancelled or capped
     stats: dict[str, Any] = field(default_factory=dict)
     _vectors: np.ndarray | None = field(default=None, repr=False)
 
@@ -370,7 +373,8 @@ def execute_method(
     method: Method, source: Any, *, budget: int, params: dict | None = None, store: Store | None = None,
     embedder: Embedder | None = None, cache: EmbeddingCache | None = None, backend: ChatBackend | None = None,
     backends: list[tuple[ChatBackend, float]] | None = None, progress: StageProgress | None = None,
-    retry_failed: bool = False, scores_of: Callable[[str], pd.Series] | None = None,
+    retry_failed: bool = False, scores_of: Callable[[str], pd.Series] | None = None, responses: CacheChoice = True,
+    cancel: threading.Event | None = None,
 ) -> MethodResult:
     """Run one selection method on a pool and store it as a run.
 
@@ -387,6 +391,9 @@ def execute_method(
         progress: called with (stage, done, total); stages are embed, rate.
         retry_failed: LLM methods call again the batches stored as failed.
         scores_of: the scores a stored run gave (the registry's `run_scores`, for methods that rank by them).
+        responses: the response cache for the method's chat calls (True: the cache folder's; False: off); each
+            call is recorded with its cost from the workspace's price table.
+        cancel: set it to stop the run cleanly (RunStopped; running it again resumes it).
 
     Returns:
         A MethodResult; its selection is in the store under `run_id`.
@@ -401,9 +408,15 @@ def execute_method(
     run_id = spec.run_id
     store.create_run(run_id, pool_id=pool.pool_id, method=method.name, params=spec.stored, prompt=spec.prompt,
                      backend=spec.record)
+    answers = response_cache(responses)
+    # a retry asks the model anew (still storing its answers), as `selectllm retry` does
+    meters = [Meter.for_backend(store, b, cache=answers, cancel=cancel, read_cache=not retry_failed)
+              for b, _w in spec.models]
+    models = [(m.wrap(b), w) for m, (b, w) in zip(meters, spec.models)]
     ctx = Context(store=store, run_id=run_id, pool=pool, budget=budget, embedder=spec.embedder,
-                  cache=cache or EmbeddingCache(), models=spec.models, progress=progress, retry_failed=retry_failed,
-                  scores_of=scores_of)
+                  cache=cache or EmbeddingCache(), models=models, progress=progress, retry_failed=retry_failed,
+                  scores_of=scores_of,
+                  meter=meters[0] if len(meters) == 1 else Meter(price=None, cancel=cancel))
     params = spec.params
     # 3. the method itself
     store.set_run_status(run_id, "running")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from selectllm_core.engines import ThreadExecutor, UnitOutcome, run_units
-from selectllm_core.errors import BackendError, CapabilityError
+from selectllm_core.errors import BackendError, CapabilityError, RunStopped, SpendCapReached
 from selectllm_core.methods.base import Context
 from selectllm_core.store import Store
 
@@ -54,6 +54,8 @@ def guarded(rate_row: RateRow) -> RateRow:
             return rate_row(row)
         except CapabilityError:
             raise  # no later call can succeed: stop the run with the backend's own message
+        except (SpendCapReached, RunStopped) as exc:  # refused before sending: no call was made
+            return RowRating(row_id=row["id"], error=str(exc), unreachable=True)
         except BackendError as exc:
             return RowRating(row_id=row["id"], error=str(exc), unreachable=True,
                              calls=[call_record(prompt_tokens=0, completion_tokens=0, elapsed=0.0, ok=False)])
@@ -90,7 +92,7 @@ def rate_pool(ctx: Context, rate_row: RateRow, *, batch_size: int, workers: int 
     units = {index: [rows[p] for p in positions] for index, positions in enumerate(batches(len(rows), batch_size))}
     run_units(store, run_id, units, functools.partial(rate_batch, workers=workers),
               executor=ThreadExecutor(guarded(rate_row), workers=1), progress=ctx.progress, stage="rate",
-              what="batches")
+              what="batches", meter=ctx.meter)
     return raw_by_row(store, run_id)
 
 

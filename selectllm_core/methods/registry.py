@@ -8,6 +8,7 @@ function, plus one entry in METHODS below.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pandas as pd
@@ -94,7 +95,8 @@ def get(name: str) -> Method:
 def run_method(name: str, source: Any, *, budget: int, store: Store | None = None,
                embedder: Embedder | None = None, cache: EmbeddingCache | None = None, backend: ChatBackend | None = None,
                backends: list[tuple[ChatBackend, float]] | None = None, progress: StageProgress | None = None,
-               retry_failed: bool = False, **params: Any) -> MethodResult:
+               retry_failed: bool = False, cancel: threading.Event | None = None, responses: bool = True,
+               **params: Any) -> MethodResult:
     """Run a selection method by name and store it as a run.
 
     Args:
@@ -108,6 +110,8 @@ def run_method(name: str, source: Any, *, budget: int, store: Store | None = Non
         backends: (backend, parameter count) pairs: SelectIT's model level.
         progress: called with (stage, done, total).
         retry_failed: rating methods call again the batches stored as failed.
+        cancel: set it to stop the run cleanly (RunStopped); running it again resumes it.
+        responses: read and fill the response cache of the cache folder (False: send every request).
         **params: the method's parameters (see METHODS[name].params).
 
     Returns:
@@ -118,10 +122,11 @@ def run_method(name: str, source: Any, *, budget: int, store: Store | None = Non
         if backends or retry_failed:
             raise ConfigError(f"{method.title} takes one backend; retry its failed subsets with `selectllm retry`.")
         return method.run(source, budget=budget, store=store, embedder=embedder, cache=cache, backend=backend,
-                          progress=progress, **method.resolve(params))
+                          progress=progress, cancel=cancel, responses=responses, **method.resolve(params))
     return execute_method(method, source, budget=budget, params=params, store=store, embedder=embedder,
                           cache=cache, backend=backend, backends=backends, progress=progress,
-                          retry_failed=retry_failed, scores_of=lambda run_id: run_scores(store, run_id))
+                          retry_failed=retry_failed, scores_of=lambda run_id: run_scores(store, run_id),
+                          cancel=cancel, responses=responses)
 
 
 def run_id(name: str, pool: Pool, *, budget: int, embedder: Embedder | None = None, backend: ChatBackend | None = None,

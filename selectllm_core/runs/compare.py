@@ -20,6 +20,7 @@ from selectllm_core.embed import EmbeddingCache, SentenceTransformerEmbedder, em
 from selectllm_core.errors import ConfigError
 from selectllm_core.methods import METHODS, row_lengths, setting
 from selectllm_core.runs.picks import selection_frame
+from selectllm_core.select.orders import run_consistency
 from selectllm_core.split import equal_size_kmeans
 from selectllm_core.store import Store
 
@@ -76,6 +77,8 @@ def length_stats(lengths: np.ndarray) -> tuple[float, float, float]:
 def position_bias(results: list[dict]) -> dict:
     """Picks per shown position (1-based) against a uniform choice, over a listwise run's usable subsets.
 
+    A subset shown in several orders (or checked in reversed order) counts each usable answer in its own order.
+
     A subset of n rows with k picks expects k / n picks at each of its n positions; the expected count of a
     position sums that over the subsets long enough to have it, so observed and expected totals match.
 
@@ -86,13 +89,16 @@ def position_bias(results: list[dict]) -> dict:
     from scipy.stats import chisquare
 
     usable = [r for r in results if r["status"] == "ok" and r["picks"]]
-    size = max((len(r["members"]) for r in usable), default=0)
+    # each answer as shown: a subset asked in several orders (or checked in reverse) counts every usable order
+    views = [(o["shown"], o["picks"]) for r in usable for o in (r.get("orders") or []) if o.get("picks")]
+    views += [(r["members"], r["picks"]) for r in usable if not r.get("orders")]
+    size = max((len(shown) for shown, _ in views), default=0)
     observed, expected = np.zeros(size), np.zeros(size)
-    for r in usable:
-        n, k = len(r["members"]), len(r["picks"])
+    for shown, picks in views:
+        n, k = len(shown), len(picks)
         expected[:n] += k / n
-        for pick in r["picks"]:
-            observed[r["members"].index(pick)] += 1
+        for pick in picks:
+            observed[shown.index(pick)] += 1
     out = {"observed": observed, "expected": expected, "subsets": len(usable), "picks": int(observed.sum()),
            "chi2": math.nan, "p_value": math.nan, "min_expected": float(expected.min()) if size else math.nan}
     if size >= 2:
@@ -104,7 +110,7 @@ def position_bias(results: list[dict]) -> dict:
 # -- the comparison of stored runs ----------------------------------------------------------------------------
 def compare_runs(
     store: Store, run_ids: list[str], *, embedder: Any = None, cache: EmbeddingCache | None = None,
-    clusters: str | np.ndarray = "auto", n_clusters: int = 20, price_per_1k: float = 0.0, seed: int = 0,
+    clusters: str | np.ndarray = "auto", n_clusters: int = 20, seed: int = 0,
     which: str = "all",
 ) -> Comparison:
     """Compare two or more runs of the same pool.
@@ -117,7 +123,6 @@ def compare_runs(
         clusters: "auto" (the first SelectLLM run's plan clusters, else shared k-means), "kmeans", a run id
             whose plan holds clusters, or an array of cluster labels per pool row.
         n_clusters: clusters of the shared equal-size k-means.
-        price_per_1k: price per 1,000 tokens (prompt + completion) for the cost estimate.
         seed: seeds the shared k-means.
         which: picks compared: "all" (default), "selected" (not rejected) or "accepted".
 
@@ -139,16 +144,24 @@ def compare_runs(
     # 3. one row per run, and the pool as a reference
     rows = [_pool_row(len(frame), labels, k, lengths)]
     for run in runs:
-        rows.append(_run_row(store, run, picked[run["run_id"]], vectors, labels, k, lengths, price_per_1k))
+        rows.append(_run_row(store, run, picked[run["run_id"]], vectors, labels, k, lengths))
     table = pd.DataFrame(rows)
     ids = [r["run_id"] for r in runs]
     sets = {rid: set(picked[rid].tolist()) for rid in ids}
     overlap = pd.DataFrame([[jaccard(sets[a], sets[b]) for b in ids] for a in ids], index=ids, columns=ids)
     bias, counts = _bias(store, runs)
     notes = [f"clusters: {source}", "coverage: cosine distance from every pool row to its nearest pick (lower is "
-             "better)", f"cost: tokens / 1000 x {price_per_1k:g}"]
+             "better)", "cost: money the ledger recorded for the run's calls (the workspace's price table; "
+             "answers from the response cache cost nothing; empty: a model with no price)"]
     if not bias.empty and (bias["min_expected"] < 5).any():
         notes.append("position bias: some positions expect fewer than 5 picks, so the chi-square p-value is rough")
+    for row in bias.to_dict("records") if not bias.empty else []:
+        if row["at_chance"]:
+            notes.append(f"order consistency: run {row['run']}: this model's picks are no better than random here "
+                         f"({row['order_consistency']:.2f} against chance {row['chance']:.2f})")
+    if not bias.empty and bias["order_consistency"].isna().any():
+        notes.append("order consistency: empty for runs shown in one order and not checked (`selectllm "
+                     "check-orders RUN_ID` re-asks a few subsets reversed)")
     return Comparison(pool_id=pool.pool_id, table=table, overlap=overlap, position_bias=bias,
                       position_counts=counts, cluster_source=source, notes=notes)
 
@@ -219,7 +232,7 @@ def _pool_row(n: int, labels: np.ndarray, k: int, lengths: np.ndarray) -> dict:
 
 
 def _run_row(store: Store, run: dict, picked: np.ndarray, vectors: np.ndarray, labels: np.ndarray, k: int,
-             lengths: np.ndarray, price_per_1k: float) -> dict:
+             lengths: np.ndarray) -> dict:
     """Every measure of one run."""
     cov_mean, cov_max = coverage(vectors, picked)
     bits, even = cluster_entropy(labels[picked], k)
@@ -229,7 +242,7 @@ def _run_row(store: Store, run: dict, picked: np.ndarray, vectors: np.ndarray, l
     return {"run": run["run_id"], "method": run["method"], "setting": run_setting(run), "selected": len(picked),
             "coverage_mean": cov_mean, "coverage_max": cov_max, "entropy_bits": bits, "evenness": even,
             "len_mean": mean, "len_median": median, "len_p90": p90, "llm_calls": int(usage["calls"]),
-            "tokens": tokens, "cost": tokens / 1000 * price_per_1k}
+            "tokens": tokens, "cost": float("nan") if usage["unpriced"] else usage["cost"]}
 
 
 def _bias(store: Store, runs: list[dict]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
@@ -238,9 +251,13 @@ def _bias(store: Store, runs: list[dict]) -> tuple[pd.DataFrame, dict[str, pd.Da
     for run in runs:
         if not _listwise(run):
             continue
-        b = position_bias(store.subset_results(run["run_id"]))
+        results = store.subset_results(run["run_id"])
+        b, c = position_bias(results), run_consistency(results)
         top = int(np.argmax(b["observed"])) + 1 if b["picks"] else None
-        rows.append({"run": run["run_id"], "shuffle": run["params"].get("shuffle", True), "subsets": b["subsets"],
+        rows.append({"run": run["run_id"], "shuffle": run["params"].get("shuffle", True),
+                     "orders": run["params"].get("orders", 1),
+                     "order_consistency": math.nan if c.value is None else c.value, "chance": c.chance,
+                     "at_chance": c.at_chance, "subsets": b["subsets"],
                      "picks": b["picks"], "chi2": b["chi2"], "p_value": b["p_value"], "top_position": top,
                      "top_share": b["observed"].max() / b["picks"] if b["picks"] else math.nan,
                      "uniform_share": 1 / len(b["observed"]) if len(b["observed"]) else math.nan,

@@ -7,6 +7,7 @@ from importlib import metadata
 
 from selectllm_core.methods import METHODS, repeat_command
 from selectllm_core.methods.selectllm import NAME as SELECTLLM
+from selectllm_core.runs.evidence import run_evidence
 from selectllm_core.store import Store
 
 VERSIONED = ("selectllm-studio", "sentence-transformers", "k-means-constrained", "llama-cpp-python", "openai",
@@ -28,10 +29,22 @@ def manifest(store: Store, run_id: str, *, which: str = "selected") -> dict:
         "run_id": run_id, "method": run["method"], "status": run["status"], "created_at": run["created_at"],
         "pool": pool[0] if pool else {"pool_id": run["pool_id"]}, "params": run["params"],
         "prompt_template": run["prompt"], "backend": run["backend"], "usage": store.usage(run_id),
+        "rounds": rounds(store, run_id),
         "degraded": degradations(store, run_id),
+        "evidence": run_evidence(store, run_id).record() if run["method"] == SELECTLLM else None,
         "exported": which, "versions": versions,
         "repeat": repeat_command(run) if run["method"] in METHODS else None,
     }
+
+
+def rounds(store: Store, run_id: str) -> list[dict]:
+    """A tournament's rounds: rows, subsets, picks per subset, calls, tokens and money each (one round: [])."""
+    usage = store.round_usage(run_id)
+    if len(usage) <= 1:
+        return []
+    picks = {r["round"]: r["plan"]["picks_per_subset"] for r in store.rounds(run_id)}
+    return [{**{k: (None if k == "cost" and v != v else v) for k, v in row.items()},  # NaN: no price known
+             "picks_per_subset": picks[row["round"]]} for row in usage.to_dict("records")]
 
 
 def degradations(store: Store, run_id: str) -> list[str]:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from selectllm_core.engines import Executor, StageProgress, ThreadExecutor, UnitOutcome, run_units
-from selectllm_core.errors import BackendError, ConfigError, PromptTooLong
+from selectllm_core.engines import Executor, Meter, StageProgress, ThreadExecutor, UnitOutcome, run_units
+from selectllm_core.errors import BackendError, ConfigError, PromptTooLong, RunStopped, SpendCapReached
 from selectllm_core.llm import ChatBackend
+from selectllm_core.select.orders import CHECK, VOTE, borda, orders_of
 from selectllm_core.select.parsing import parse_answer, repair_message
 from selectllm_core.select.prompts import answer_schema, render
 from selectllm_core.store import Store
@@ -57,23 +58,34 @@ def presentation_order(members: list[Candidate], *, subset: int, seed: int, shuf
     return [members[i] for i in rng.permutation(len(members))]
 
 
+def first_request(shown: list[Candidate], *, k: int, prompt: PromptSpec) -> tuple[list[dict], dict]:
+    """The messages and answer schema of a subset's first request (the estimate and the cache key use it too)."""
+    text = render(prompt.template, [(c.instruction, prompt.shown_input(c.input)) for c in shown], k=k,
+                  domain=prompt.domain)
+    return [{"role": "user", "content": text}], answer_schema(n=len(shown), k=k, answer_format=prompt.answer_format)
+
+
 def select_subset(
     backend: ChatBackend, members: list[Candidate], *, subset: int, k: int, prompt: PromptSpec, seed: int = 0,
-    shuffle: bool = True,
+    shuffle: bool = True, orders: int = 1, check: bool = False,
 ) -> UnitOutcome:
-    """Ask the model for k picks of one subset, with one repair retry.
+    """Ask the model for k picks of one subset, with one repair retry per request.
 
     Args:
         backend: a ChatBackend.
         members: the subset's rows (their stored order).
-        subset: subset index (seeds the shuffle).
+        subset: subset index (seeds the shuffle and the orders).
         k: picks wanted.
         prompt: template, answer format, domain, answer length.
         seed: run seed.
         shuffle: shuffle candidates before showing them.
+        orders: P, the orders the subset is shown in (1: the paper). P >= 2 aggregates the usable answers with
+            Borda counts (`select.orders`); a pick's reason is the one its best-ranking answer gave.
+        check: with P = 1, ask once more in reversed order, to measure order consistency (never picks).
 
     Returns:
-        The outcome; picks are row ids in the model's order.
+        The outcome; picks are row ids in the model's (or Borda's) order, `orders` each order's shown ids and
+        picks (None: unusable), raw every answer.
     """
     shown = presentation_order(members, subset=subset, seed=seed, shuffle=shuffle)
     out = UnitOutcome(subset=subset, status="failed", members=[c.row_id for c in shown])
@@ -84,50 +96,92 @@ def select_subset(
     if k < 1:
         out.status, out.error = "skipped", f"only {len(shown)} row(s) left in this subset: nothing to choose"
         return out
-    text = render(prompt.template, [(c.instruction, prompt.shown_input(c.input)) for c in shown], k=k,
-                  domain=prompt.domain)
-    schema = answer_schema(n=len(shown), k=k, answer_format=prompt.answer_format)
-    messages = [{"role": "user", "content": text}]
+    views = orders_of(len(shown), max(orders, 2 if check else 1), seed=[seed, subset])
+    answers: list[tuple[list[str], dict[str, str]]] = []
+    for j, view in enumerate(views):
+        role = VOTE if j < orders else CHECK
+        if role == CHECK and not answers:
+            break  # nothing to check against: the subset failed
+        ordered = [shown[i] for i in view]
+        got = ask_one(backend, ordered, k=k, prompt=prompt, out=out)
+        if got is _STOP:
+            if role == CHECK:  # the check could not be sent (stopped, capped): the picks stand without it
+                out.status, out.error = "ok", None
+                break
+            return out
+        if orders > 1 or check:
+            out.orders.append({"role": role, "shown": [c.row_id for c in ordered], "picks": got[0] if got else None})
+        if got and role == VOTE:
+            answers.append(got)
+    if not answers:
+        out.status = "failed"
+        return out
+    out.status, out.error = "ok", None
+    if orders == 1:
+        out.picks, out.reasons = answers[0]
+        return out
+    out.picks = borda([picks for picks, _ in answers], k)
+    for rid in out.picks:  # the reason of the answer that ranked the pick highest (the earlier order on a tie)
+        given = sorted((picks.index(rid), a) for a, (picks, reasons) in enumerate(answers) if rid in reasons)
+        if given:
+            out.reasons[rid] = answers[given[0][1]][1][rid]
+    if len(answers) < orders:
+        out.note = "; ".join(filter(None, [out.note, f"{len(answers)} of {orders} orders gave usable answers: "
+                                           "the picks aggregate those"]))
+    return out
+
+
+_STOP = object()  # `ask_one`: the request was not answered (refused, stopped, unreachable); out says why
+
+
+def ask_one(backend: ChatBackend, shown: list[Candidate], *, k: int, prompt: PromptSpec,
+         out: UnitOutcome) -> tuple[list[str], dict[str, str]] | None | object:
+    """One request in one order, with one repair retry: (picks, reasons), None (unusable), or _STOP.
+
+    Every answer goes to out.raw and every call to out.calls; out.status and out.error say why it stopped.
+    """
+    messages, schema = first_request(shown, k=k, prompt=prompt)
     for _attempt in range(2):
         try:
             result = backend.chat(messages, json_schema=schema, max_tokens=prompt.max_tokens, temperature=0.0)
+        except (SpendCapReached, RunStopped) as exc:  # refused before sending: no call was made, the subset stays to do
+            out.status, out.error = "error", str(exc)
+            return _STOP
         except PromptTooLong as exc:
             # Not a connection problem and not worth resuming as is: the subset fails with what to change.
             out.calls.append({"ok": False, "prompt_tokens": 0, "completion_tokens": 0, "elapsed": 0.0})
             out.status, out.error = "failed", f"The prompt is too long for the model: {exc}"
-            return out
+            return _STOP
         except BackendError as exc:
             out.calls.append({"ok": False, "prompt_tokens": 0, "completion_tokens": 0, "elapsed": 0.0})
             out.status, out.error = "error", str(exc)
-            return out
+            return _STOP
         out.raw.append(result.text)
-        out.calls.append({"ok": True, "prompt_tokens": result.prompt_tokens,
-                          "completion_tokens": result.completion_tokens, "elapsed": result.elapsed,
-                          "answer_format": getattr(result, "answer_format", None)})
+        out.calls.append(result.record())
         parsed = parse_answer(result.text, n=len(shown), k=k)
         if parsed.ok:
-            out.status, out.error = "ok", None
-            out.picks = [shown[i - 1].row_id for i in parsed.picks]
-            out.reasons = {shown[i - 1].row_id: r for i, r in parsed.reasons.items() if r}
-            return out
+            return ([shown[i - 1].row_id for i in parsed.picks],
+                    {shown[i - 1].row_id: r for i, r in parsed.reasons.items() if r})
         out.error = parsed.error
         messages = messages + [
             {"role": "assistant", "content": result.text},
             {"role": "user", "content": repair_message(parsed, n=len(shown), k=k)},
         ]
-    return out
+    return None
 
 
 def subset_work(backend: ChatBackend, subset: int, members: list[Candidate], *, k: int, prompt: PromptSpec,
-                seed: int, shuffle: bool) -> UnitOutcome:
+                seed: int, shuffle: bool, orders: int = 1, checks: frozenset[int] = frozenset()) -> UnitOutcome:
     """One subset as a unit of the run driver (`engines.run_units`): its outcome, never an exception."""
-    return select_subset(backend, members, subset=subset, k=k, prompt=prompt, seed=seed, shuffle=shuffle)
+    return select_subset(backend, members, subset=subset, k=k, prompt=prompt, seed=seed, shuffle=shuffle,
+                         orders=orders, check=subset in checks)
 
 
 def execute(
     store: Store, run_id: str, subsets: dict[int, list[Candidate]], *, backend: ChatBackend | None = None, k: int,
     prompt: PromptSpec, seed: int = 0, shuffle: bool = True, progress: StageProgress | None = None,
-    executor: Executor | None = None,
+    executor: Executor | None = None, meter: Meter | None = None, orders: int = 1,
+    checks: frozenset[int] = frozenset(),
 ) -> dict:
     """Run every subset that has no final outcome yet through the run driver, storing each as it arrives.
 
@@ -142,15 +196,19 @@ def execute(
         shuffle: shuffle candidates.
         progress: called with ("select", done, total) after each subset.
         executor: how subsets are computed instead of threads over `backend` (engines.ray.RayExecutor).
+        meter: the run's response cache, prices and spending cap (the backend or executor goes through it).
+        orders: P, the orders each subset is shown in (`select_subset`).
+        checks: subsets asked once more in reversed order to measure order consistency (P = 1 only).
 
     Returns:
         Counts of outcomes in this call: {"ok", "failed", "error", "skipped", "called"}.
     """
     if executor is None and backend is None:
         raise ConfigError("execute needs a backend (threads of this process call it) or an executor.")
-    work = functools.partial(subset_work, k=k, prompt=prompt, seed=seed, shuffle=shuffle)
+    work = functools.partial(subset_work, k=k, prompt=prompt, seed=seed, shuffle=shuffle, orders=orders,
+                             checks=frozenset(checks) if orders == 1 else frozenset())
     return run_units(store, run_id, subsets, work, executor=executor or ThreadExecutor(backend), progress=progress,
-                     stage="select", what="subsets")
+                     stage="select", what="subsets", meter=meter)
 
 
 def trim_picks(results: list[dict], budget: int,
@@ -184,15 +242,23 @@ def trim_picks(results: list[dict], budget: int,
     return out + [k for k in keep if k[0] not in seen]
 
 
-def finalize(store: Store, run_id: str, budget: int) -> dict:
+def finalize(store: Store, run_id: str, budget: int, *, subsets: set[int] | None = None) -> dict:
     """Store the trimmed selection and return a summary (selected, short by, failed subsets).
 
+    `subsets` are the ones whose picks are trimmed (a tournament's last round; None: every subset). The
+    summary's subset counts cover every round.
+
     Picks the curator decided, or that were exported, stay selected: a retried subset's first pick fills
-    an open place instead of pushing a decided second pick out (which would orphan its decision).
+    an open place instead of pushing a decided second pick out (which would orphan its decision). A pick the
+    curator swapped out for a passed-over candidate is never selected again.
     """
     results = store.subset_results(run_id)
-    picks = trim_picks(results, budget, keep=store.kept_picks(run_id))
-    store.save_selection(run_id, [(rid, rank + 1, None, reason) for rank, (rid, _s, reason) in enumerate(picks)])
+    removed = store.removed_picks(run_id)  # swapped out by a curator: never selected again by a re-trim
+    offered = [{**r, "picks": [p for p in r["picks"] if p not in removed]} for r in results
+               if subsets is None or r["subset"] in subsets]
+    picks = trim_picks(offered, budget, keep=store.kept_picks(run_id))
+    store.save_selection(run_id, [(rid, rank + 1, None, reason, subset)
+                                  for rank, (rid, subset, reason) in enumerate(picks)])
     by_status: dict[str, int] = {}
     for r in results:
         by_status[r["status"]] = by_status.get(r["status"], 0) + 1

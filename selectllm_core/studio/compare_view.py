@@ -40,9 +40,14 @@ MEASURES = {
     "len_mean": ("Length, mean", "%.0f", "Characters of instruction + input."),
     "len_median": ("Length, median", "%.0f", None), "len_p90": ("Length, p90", "%.0f", None),
     "llm_calls": ("LLM calls", None, None), "tokens": ("Tokens", "%d", None),
-    "cost": ("Est. cost ($)", "%.4f", None)}
+    "cost": ("Cost ($)", "%.4f", "What the ledger recorded for the run's calls, priced by the workspace's price "
+             "table; empty: a model with no price.")}
 # The position-bias table (listwise runs): column -> (title, number format, help).
 BIAS = {
+    "order_consistency": ("Order consistency", "%.2f", "Shared picks when the same subset is shown in another "
+                          "order (1: always the same; empty: shown once and not checked)."),
+    "chance": ("Chance", "%.2f", "What random picks would agree: at or below it, the picks are no better than "
+               "random."),
     "top_position": ("Most picked position", None, None),
     "top_share": ("Top share", "%.2f", "Share of picks at the most picked position."),
     "uniform_share": ("Uniform", "%.2f", "That share if every position were equally likely."),

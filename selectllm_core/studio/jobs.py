@@ -17,7 +17,7 @@ from typing import Any
 
 from selectllm_core import methods, pipeline
 from selectllm_core.embed import EmbeddingCache
-from selectllm_core.errors import SelectLLMError
+from selectllm_core.errors import RunStopped, SelectLLMError
 from selectllm_core.llm import ChatBackend
 from selectllm_core.pool.load import Pool
 from selectllm_core.store import Store
@@ -41,6 +41,7 @@ class Job:
     total: int = 0
     error: str | None = None
     summary: dict | None = None
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)  # the curator's Stop
     thread: threading.Thread | None = field(default=None, repr=False)
 
     @property
@@ -49,7 +50,7 @@ class Job:
 
 
 def start_run(*, workspace: Path | str, pool_id: str, config: pipeline.RunConfig, backend: ChatBackend, embedder: Any = None,
-              cache_root: Path | str | None = None) -> Job:
+              cache_root: Path | str | None = None, max_cost: float | None = None, responses: bool = True) -> Job:
     """Start (or resume) a SelectLLM run in a background thread; a no-op while the same run is running.
 
     Args:
@@ -59,9 +60,11 @@ def start_run(*, workspace: Path | str, pool_id: str, config: pipeline.RunConfig
         backend: the chat backend (it may hold an API key in memory; the store only sees describe()).
         embedder: the embedder (default: the bundled model).
         cache_root: the embedding cache folder (default: from the environment).
+        max_cost: the run's spending cap (see `pipeline.run`).
+        responses: read and fill the response cache of the cache folder.
 
     Returns:
-        The Job (the running one when this run was already started).
+        The Job (the running one when this run was already started); `stop(run_id)` stops it cleanly.
     """
     pool = _read_pool(workspace, pool_id)  # read once: the id needs it, and so does the run
     run_id = pipeline.run_id_of(pool, config, backend)
@@ -70,7 +73,9 @@ def start_run(*, workspace: Path | str, pool_id: str, config: pipeline.RunConfig
         store = Store(workspace)
         try:
             result = pipeline.run(pool, config, store=store, backend=backend, embedder=embedder,
-                         cache=EmbeddingCache(cache_root), progress=lambda stage, _d, _t: _set_stage(job, stage))
+                                  cache=EmbeddingCache(cache_root), max_cost=max_cost, cancel=job.cancel,
+                                  responses=responses,
+                                  progress=lambda stage, _d, _t: _set_stage(job, stage))
             job.summary = result.summary
         finally:
             store.close()
@@ -78,14 +83,16 @@ def start_run(*, workspace: Path | str, pool_id: str, config: pipeline.RunConfig
     return _start(run_id, "run", work)
 
 
-def start_retry(*, workspace: Path | str, run_id: str, backend: ChatBackend, subsets: list[int] | None = None) -> Job:
+def start_retry(*, workspace: Path | str, run_id: str, backend: ChatBackend, subsets: list[int] | None = None,
+                responses: bool = True) -> Job:
     """Call a run's failed (or the given) subsets again in a background thread; a no-op while it runs."""
 
     def work(job: Job) -> None:
         store = Store(workspace)
         try:
             job.stage = "select"
-            job.summary = pipeline.retry_failed(store, run_id, backend=backend, subsets=subsets)
+            job.summary = pipeline.retry_failed(store, run_id, backend=backend, subsets=subsets, cancel=job.cancel,
+                                                responses=responses)
         finally:
             store.close()
 
@@ -93,7 +100,7 @@ def start_retry(*, workspace: Path | str, run_id: str, backend: ChatBackend, sub
 
 
 def start_method(*, workspace: Path | str, pool_id: str, name: str, budget: int, params: dict, backend: Any = None,
-                 embedder: Any = None, cache_root: Path | str | None = None) -> Job:
+                 embedder: Any = None, cache_root: Path | str | None = None, responses: bool = True) -> Job:
     """Run another selection method (see `selectllm_core.methods`) in a background thread.
 
     The job is keyed by the run id the method run will have, so a page can find it again; while it works its
@@ -109,7 +116,7 @@ def start_method(*, workspace: Path | str, pool_id: str, name: str, budget: int,
             result = methods.run_method(name, pool, budget=budget, store=store,
                                         embedder=embedder, cache=EmbeddingCache(cache_root), backend=backend,
                                         progress=lambda stage, d, t: _set_stage(job, stage, d, t),
-                                        **params)
+                                        cancel=job.cancel, responses=responses, **params)
             job.summary = {"selected": result.selected, "short_by": result.short_by, "flags": result.flags}
         finally:
             store.close()
@@ -145,6 +152,8 @@ def _guarded(job: Job, work: Any) -> None:
     try:
         work(job)
         job.stage = "done"
+    except RunStopped as exc:  # the curator's Stop: not a failure, the run resumes
+        job.error, job.stage = str(exc), "stopped"
     except SelectLLMError as exc:
         job.error, job.stage = str(exc), "failed"
     except Exception as exc:  # the thread is a boundary: anything unexpected must reach the curator
@@ -168,6 +177,15 @@ def is_running(run_id: str) -> bool:
     """True while a run or retry of this run is working in this process."""
     job = get(run_id)
     return job is not None and job.running
+
+
+def stop(run_id: str) -> bool:
+    """Ask a running job to stop: no new call starts, calls in flight finish and are kept. False if none runs."""
+    job = get(run_id)
+    if job is None or not job.running:
+        return False
+    job.cancel.set()
+    return True
 
 
 def wait(run_id: str, timeout: float | None = None) -> Job | None:

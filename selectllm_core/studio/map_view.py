@@ -1,21 +1,30 @@
-"""The Map page's scatter: lasso/box events -> row ids (through customdata), row states, escaped hovers, the figure.
+"""The Map page's scatter: lasso/box events -> row ids (through customdata), row states, escaped hovers, highlighted
+rows (search matches, "more like this") and the list under the map, the figure.
 
 Pool text reaches the figure only HTML-escaped (plotly reads a little HTML in labels), so markup shows as text.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import textwrap
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from selectllm_core.embed.neardup import NearDuplicates
+from selectllm_core.studio import neardup_view
+
 STATE_COLORS = {"not picked": "#cbd5e1", "picked": "#f59e0b", "accepted": "#16a34a", "rejected": "#dc2626"}
 LEGEND_MAX = 20  # clusters a legend can name; above, colours keep touching clusters apart and numbers go on the map
 NO_CLUSTER_COLOR = "#94a3b8"
+NEAR_DUP_COLORS = {neardup_view.NONE: "#cbd5e1", neardup_view.KEPT: "#2563eb", neardup_view.NEAR: "#dc2626"}
+BACKGROUND = {"not picked", neardup_view.NONE}  # drawn small, beneath the rows a colouring is about
+FADED = 0.2  # opacity of the points a highlight leaves out
+OUTLINE = "#111827"
 _WRAPPERS: dict[int, textwrap.TextWrapper] = {}  # one per width: building a TextWrapper costs as much as a wrap
 
 
@@ -105,18 +114,75 @@ def _greedy(words: list[str], width: int, max_lines: int) -> list[str]:
 
 
 def map_frame(pool: pd.DataFrame, coords: np.ndarray, cluster_of: np.ndarray,
-              selection: pd.DataFrame | None) -> pd.DataFrame:
-    """One row per pool row: id, x, y, cluster, state, instruction, input, hover."""
+              selection: pd.DataFrame | None, near_dups: NearDuplicates | None = None) -> pd.DataFrame:
+    """One row per pool row: id, x, y, cluster, state, near_dup, instruction, input, hover.
+
+    With near-duplicate groups, `near_dup` is each row's role in them and the hover of a row in a group starts
+    with its group and its similarity to the kept row.
+    """
     frame = pd.DataFrame({"id": pool["id"].astype(str).to_numpy(), "x": coords[:, 0], "y": coords[:, 1],
                           "cluster": np.asarray(cluster_of, dtype=np.int64),
                           "instruction": pool["instruction"].to_numpy(), "input": pool["input"].to_numpy()})
     frame["state"] = row_states(frame["id"].tolist(), selection)
-    frame["hover"] = [hover_text(i, x) for i, x in zip(frame["instruction"], frame["input"])]
+    frame["near_dup"], groups = neardup_view.roles(frame["id"].tolist(), near_dups)
+    frame["hover"] = [f"<b>{g}</b><br>{hover_text(i, x)}" if g else hover_text(i, x)
+                      for i, x, g in zip(frame["instruction"], frame["input"], groups)]
     return frame
 
 
+class Highlight(NamedTuple):
+    """Rows drawn on top of the map, larger and outlined, in their colour; the legend names them."""
+
+    name: str
+    ids: frozenset[str]
+    symbol: str = "circle"
+
+
+def highlight_key(highlights: Sequence[Highlight]) -> str:
+    """A short fingerprint of the highlighted rows (part of the figure's cache key)."""
+    digest = hashlib.sha1()
+    for mark in highlights:
+        digest.update("\x1f".join([mark.name, mark.symbol, *sorted(mark.ids)]).encode() + b"\x1e")
+    return digest.hexdigest()[:16] if highlights else ""
+
+
+def listed_rows(selected: Sequence[str], matches: Sequence[str] | None) -> tuple[list[str], str]:
+    """The rows listed under the map, and their heading: the lasso selection, the search matches, or both.
+
+    Args:
+        selected: row ids in the lasso or box ([] without one).
+        matches: row ids the search matched, best first (None without a search).
+
+    Returns:
+        Row ids (matches in their rank order) and a heading ("" when nothing is to be listed).
+    """
+    def plural(n: int) -> str:
+        return f"{n:,} instruction{'s' if n != 1 else ''}"
+
+    if matches is None:
+        return list(selected), f"{plural(len(selected))} in the selection" if selected else ""
+    if not selected:
+        return list(matches), f"{plural(len(matches))} match the search" if matches else ""
+    inside = set(selected)
+    both = [m for m in matches if m in inside]
+    return both, f"{len(both):,} of the {plural(len(selected))} in the selection match the search"
+
+
+def search_highlights(matches: Sequence[str] | None, seeds: Sequence[str] = (),
+                      neighbours: Sequence[str] = ()) -> list[Highlight]:
+    """The map's highlights: the search matches (circles), a selection (squares) and the rows most like it
+    (diamonds), each named with its count in the legend."""
+    marks = [Highlight(f"search matches ({len(matches):,})", frozenset(matches))] if matches else []
+    if seeds:
+        marks += [Highlight(f"your selection ({len(seeds):,})", frozenset(seeds), "square"),
+                  Highlight(f"more like the selection ({len(neighbours):,})", frozenset(neighbours), "diamond")]
+    return marks
+
+
 def map_figure(frame: pd.DataFrame, *, color_by: str = "cluster", height: int = 560,
-               names: Mapping[int, str] | None = None) -> Any:
+               names: Mapping[int, str] | None = None, highlights: Sequence[Highlight] = (),
+               totals: Mapping[Any, int] | None = None, point: tuple[int, float] = (5, 0.85),
+               one_trace: bool = False) -> Any:
     """A WebGL scatter, one trace per colour group; customdata holds the row id for lasso/box selections.
 
     Up to LEGEND_MAX clusters, a legend names them. With more, no legend could be read and no palette tells
@@ -125,9 +191,16 @@ def map_figure(frame: pd.DataFrame, *, color_by: str = "cluster", height: int = 
 
     Args:
         frame: from `map_frame`.
-        color_by: "cluster" or "state".
+        color_by: "cluster", "state" or "neardup" (each row's role in the near-duplicate groups).
         height: pixels.
         names: a short label per cluster for the legend (e.g. its two most distinctive terms).
+        highlights: rows to draw again on top (search matches, "more like this"); the other points fade.
+        totals: the rows of each colour group (state, role or cluster number) when the frame holds only some
+            of them (a large map draws a sample); the legend counts these instead of the points drawn.
+        point: size and opacity of the points (a state or near-duplicate the colouring is about: 4 px more).
+        one_trace: draw clusters too many for a legend as one trace, each point in its cluster's colour and its
+            hover naming the cluster (a large map's thousand clusters as a thousand WebGL traces take gigabytes
+            in the browser once a box is dragged).
 
     Returns:
         A plotly Figure with lasso as the default drag mode.
@@ -137,7 +210,9 @@ def map_figure(frame: pd.DataFrame, *, color_by: str = "cluster", height: int = 
 
     fig, crowded = go.Figure(), False
     if color_by == "state":
-        groups = [(s, frame[frame["state"] == s], STATE_COLORS[s]) for s in STATE_COLORS]
+        groups = [(s, s, frame[frame["state"] == s], STATE_COLORS[s]) for s in STATE_COLORS]
+    elif color_by == "neardup":
+        groups = [(r, r, frame[frame["near_dup"] == r], NEAR_DUP_COLORS[r]) for r in neardup_view.ROLES]
     else:
         names = names or {}
         crowded = frame.loc[frame["cluster"] >= 0, "cluster"].nunique() > LEGEND_MAX
@@ -149,23 +224,70 @@ def map_figure(frame: pd.DataFrame, *, color_by: str = "cluster", height: int = 
         else:
             palette = qualitative.Bold + qualitative.Dark24 + qualitative.Light24
             colors = {int(c): palette[int(c) % len(palette)] for c in frame["cluster"].unique()}
-        groups = [(_cluster_name(int(c), names), part, colors.get(int(c), NO_CLUSTER_COLOR))
+        groups = [(int(c), _cluster_name(int(c), names), part, colors.get(int(c), NO_CLUSTER_COLOR))
                   for c, part in frame.groupby("cluster", sort=True)]
-    for name, part, color in groups:
+    shade = pd.Series(NO_CLUSTER_COLOR, index=frame.index, dtype=object)
+    merged = []
+    for key, name, part, color in groups:
         if part.empty:
             continue
-        size = 5 if color_by == "cluster" or name == "not picked" else 9
+        shade[part.index] = color
+        size = point[0] if color_by == "cluster" or name in BACKGROUND else point[0] + 4
+        count = len(part) if totals is None else f"{totals.get(key, len(part)):,}"
+        if one_trace and crowded:
+            merged.append((part.index, color, f"{name} ({count})"))
+            continue
         fig.add_trace(go.Scattergl(
-            x=part["x"], y=part["y"], mode="markers", name=f"{name} ({len(part)})", showlegend=not crowded,
-            marker={"size": size, "color": color, "opacity": 0.85},
+            x=part["x"], y=part["y"], mode="markers", name=f"{name} ({count})", showlegend=not crowded,
+            marker={"size": size, "color": color, "opacity": FADED if highlights else point[1]},
             customdata=part[["id"]].to_numpy(), hovertext=part["hover"],
             hovertemplate="%{hovertext}"))
+    if merged:
+        _add_merged(fig, frame, merged, point, FADED if highlights else point[1])
+    for mark in highlights:
+        _add_highlight(fig, frame, shade, mark)
     # the top margin keeps plotly's mode bar (lasso, box) clear of the legend
     fig.update_layout(height=height, dragmode="lasso", margin={"l": 0, "r": 0, "t": 36, "b": 0},
                       legend={"itemsizing": "constant"}, hoverlabel={"align": "left"})
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return fig
+
+
+def _add_merged(fig: Any, frame: pd.DataFrame, merged: list[tuple[pd.Index, str, str]], point: tuple[int, float],
+                opacity: float) -> None:
+    """Clusters as one trace: each point's colour a step of a colour scale (50,000 colour strings take plotly
+    seconds to validate), its cluster's name and count in customdata for the hover."""
+    import plotly.graph_objects as go
+
+    palette = list(dict.fromkeys(color for _, color, _ in merged))
+    k, sizes = len(palette), [len(rows) for rows, _, _ in merged]
+    part = frame.loc[np.concatenate([rows for rows, _, _ in merged])]
+    step = np.repeat([palette.index(color) + 0.5 for _, color, _ in merged], sizes)
+    label = np.repeat(np.array([name for _, _, name in merged], dtype=object), sizes)
+    fig.add_trace(go.Scattergl(
+        x=part["x"], y=part["y"], mode="markers", name="clusters", showlegend=False,
+        marker={"size": point[0], "opacity": opacity, "color": step, "cmin": 0, "cmax": k, "showscale": False,
+                "colorscale": [[edge / k, c] for i, c in enumerate(palette) for edge in (i, i + 1)]},
+        customdata=np.column_stack([part["id"].to_numpy(dtype=object), label]), hovertext=part["hover"],
+        hovertemplate="%{hovertext}<extra>%{customdata[1]}</extra>"))
+
+
+def _add_highlight(fig: Any, frame: pd.DataFrame, shade: pd.Series, mark: Highlight) -> None:
+    """One highlight's points, each in its own colour, and a legend entry in black and white.
+
+    The legend entry is a trace without points: the points' trace would show its first point's colour there.
+    """
+    import plotly.graph_objects as go
+
+    part = frame[frame["id"].isin(mark.ids)]
+    line = {"color": OUTLINE, "width": 1.5}
+    fig.add_trace(go.Scattergl(
+        x=part["x"], y=part["y"], mode="markers", name=mark.name, legendgroup=mark.name, showlegend=False,
+        marker={"size": 11, "color": shade[part.index].tolist(), "symbol": mark.symbol, "line": line},
+        customdata=part[["id"]].to_numpy(), hovertext=part["hover"], hovertemplate="%{hovertext}"))
+    fig.add_trace(go.Scattergl(x=[None], y=[None], mode="markers", name=mark.name, legendgroup=mark.name,
+                               marker={"size": 11, "color": "white", "symbol": mark.symbol, "line": line}))
 
 
 def _spread_clusters(frame: pd.DataFrame, palette: Sequence[str], *, grid: int = 48,

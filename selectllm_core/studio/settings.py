@@ -17,13 +17,13 @@ from selectllm_core.studio.prompt_view import template_ref
 from selectllm_core.studio.run_view import default_budget
 
 PLAN_FIELDS = ("budget", "subset_size", "picks_per_subset", "split", "seed", "shuffle", "max_tokens",
-               "max_input_chars", "sample")
+               "max_input_chars", "sample", "orders", "check_orders")
 
 
 def default_settings(pool_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The plan and prompt a newly opened pool starts with (a tenth of it as the budget, the default prompt)."""
     plan = {"budget": default_budget(pool_size), **{k: SELECTLLM.defaults[k] for k in PLAN_FIELDS if k != "budget"}}
-    prompt = {"preset": "default", "template": PRESETS["default"].template, "domain": "", "price_per_1k": 0.001}
+    prompt = {"preset": "default", "template": PRESETS["default"].template, "domain": ""}
     return plan, prompt
 
 
