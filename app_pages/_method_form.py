@@ -63,7 +63,8 @@ def method_form(store: Store, active: Pool) -> None:
             params[p.name] = param_input(p, f"compare_{name}_{p.name}", store, active)
     if uses_llm:
         b = ss.backend
-        model = "the bundled SmolLM2-135M" if b["kind"] == "local" else f"{b['model']} at {b['base_url'] or 'OpenAI'}"
+        model = (f"the local model {b.get('local_model') or 'smollm2-135m'}" if b["kind"] == "local"
+                 else f"{b['model']} at {b['base_url'] or 'OpenAI'}")
         calls = compare_view.method_calls(method, params, n)
         st.caption(f"This method asks {model} about every one of the {n:,} rows (about {calls:,} model calls; "
                    "change the model on the Select page). A stopped run resumes from its saved batches.")
@@ -73,7 +74,8 @@ def method_form(store: Store, active: Pool) -> None:
         try:
             job = jobs.start_method(workspace=shared.workspace(), pool_id=ss.pool_id, name=name, budget=budget,
                                     params=params, backend=shared.chat_backend() if uses_llm else None,
-                                    embedder=shared.embedder() if "embeddings" in method.needs else None)
+                                    embedder=shared.embedder() if "embeddings" in method.needs else None,
+                                    responses=shared.response_cache() is not None)
         except ConfigError as exc:  # parameters that cannot work: said here, in the form
             shared.stop_on_error(exc)
         ss.compare_job = job.run_id

@@ -8,20 +8,33 @@ only those keys.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from selectllm_core.embed import EmbeddingCache, SentenceTransformerEmbedder, default_cache_dir
+from selectllm_core.embed import (
+    EMBED_MODEL_LABELS,
+    EmbeddingCache,
+    default_cache_dir,
+    embedder_for,
+)
+from selectllm_core.engines.meter import Meter
 from selectllm_core.errors import ConfigError, SelectLLMError, WorkspaceError
-from selectllm_core.llm import ChatBackend, make_backend
+from selectllm_core.llm import DEFAULT_LOCAL_MODEL, ChatBackend, make_backend
+from selectllm_core.llm.cache import ResponseCache
+from selectllm_core.llm.prices import Price, price_for
+from selectllm_core.methods.selectllm import order_checks
 from selectllm_core.pipeline import RunConfig, plan
 from selectllm_core.pool.load import Pool, load_pool
+from selectllm_core.select.listwise import PromptSpec
 from selectllm_core.select.prompts import load_template
-from selectllm_core.split import BudgetPlan
+from selectllm_core.select.spend import SpendEstimate, estimate_spend, subset_requests
+from selectllm_core.split import BudgetPlan, SubsetPlan
 from selectllm_core.store import Store, default_workspace
 from selectllm_core.studio import map_build, settings
+from selectllm_core.studio.search import PoolIndex
 from selectllm_core.studio.text import md_escape
 
 DEMO_FILE = Path(__file__).resolve().parent.parent / "demo" / "dolly_demo.jsonl"
@@ -29,7 +42,8 @@ DEMO_NAME = "Dolly demo"
 # Widgets whose value comes from the cross-page keys: forgotten when a pool or run is opened, so they show it.
 BOUND_WIDGETS = ("data_pool_choice", "map_budget", "map_subset_size", "map_picks", "map_split", "select_budget",
                  "select_subset_size", "select_picks", "select_split", "select_shuffle", "prompt_preset",
-                 "prompt_template", "prompt_domain", "prompt_cut", "select_subset", "select_preview", "sidebar_run")
+                 "prompt_template", "prompt_domain", "prompt_cut", "select_subset", "select_preview", "sidebar_run",
+                 "sidebar_embed_model", "select_orders", "select_check_orders")
 
 
 # -- resources (one per server process) -----------------------------------------------------------
@@ -49,10 +63,31 @@ def store() -> Store:
     return _store(str(workspace().resolve()))
 
 
+# The embedding models the sidebar offers: None is the bundled all-MiniLM-L6-v2 (exact, the default).
+EMBED_CHOICES = {None: "all-MiniLM-L6-v2 (exact, the default)",
+                 "minilm-int8": "MiniLM int8 (2.4x faster, near-exact)",
+                 "model2vec": "model2vec (fastest, approximate)"}
+
+
 @st.cache_resource(show_spinner=False)
+def _embedder(name: str | None) -> Any:
+    return embedder_for(name)  # one per server process: it holds its loaded model
+
+
 def embedder() -> Any:
-    """The bundled all-MiniLM-L6-v2 (loaded on first encode)."""
-    return SentenceTransformerEmbedder()
+    """The session's embedding model (sidebar; default the bundled all-MiniLM-L6-v2), loaded on first encode."""
+    return _embedder(st.session_state.get("embed_model"))
+
+
+def run_embedder(run_id: str) -> Any:
+    """The embedding model a stored run used (the session's when it is the same one)."""
+    name = store().get_run(run_id)["params"].get("embed_model")
+    return embedder() if name == st.session_state.get("embed_model") else _embedder(name)
+
+
+def embed_model_help(name: str | None) -> str:
+    """What an embedding choice is, with its measured agreement with MiniLM."""
+    return EMBED_MODEL_LABELS.get(name, "the bundled all-MiniLM-L6-v2 in fp32: the paper's embedder, the reference")
 
 
 @st.cache_resource(show_spinner=False)
@@ -64,16 +99,47 @@ def embedding_cache() -> EmbeddingCache:
     return _embedding_cache(str(default_cache_dir().resolve()))
 
 
+@st.cache_resource(show_spinner=False)
+def _response_cache(root: str) -> ResponseCache:
+    return ResponseCache(root)
+
+
+def stored_answers() -> ResponseCache:
+    """The cache folder's response cache, whether or not this session reads it (the sidebar shows and clears it)."""
+    return _response_cache(str(default_cache_dir().resolve()))
+
+
+def response_cache() -> ResponseCache | None:
+    """The response cache runs of this session read, unless the curator turned it off in the sidebar."""
+    return stored_answers() if st.session_state.get("response_cache", True) else None
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def pool(pool_id: str) -> Pool:
     """A stored pool (shared read-only between sessions: never modify its frame)."""
     return store().load_pool(pool_id)
 
 
+def pool_summary(pool_id: str) -> dict:
+    """A stored pool's name, version and row count, from the workspace's pool list (its rows are not loaded)."""
+    pools = store().list_pools().set_index("pool_id")
+    if pool_id not in pools.index:
+        store().load_pool(pool_id)  # raises UnknownPoolError, whose message says how to go on
+    row = pools.loc[pool_id]
+    return {"name": str(row["name"]), "version": int(row["version"]), "n_rows": int(row["n_rows"])}
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def pool_index(pool_id: str) -> PoolIndex:
+    """The full-text index of a stored pool (built once per pool, in memory; searches never write)."""
+    return PoolIndex(pool(pool_id).frame)
+
+
 @st.cache_resource(show_spinner=False)
-def local_backend() -> ChatBackend:
-    """The bundled local model, shared by every session (it serialises its own calls)."""
-    return make_backend("local")
+def local_backend(model: str = DEFAULT_LOCAL_MODEL) -> ChatBackend:
+    """A local model by its registry name (default: the bundled SmolLM2), shared by every session (it serialises
+    its own calls); a model that is not installed raises ConfigError with the install command."""
+    return make_backend("local", model=model)
 
 
 @st.cache_resource(show_spinner=False)
@@ -108,7 +174,7 @@ def open_pool(pool_id: str) -> None:
     ss.pool_id = pool_id
     runs = store().list_runs()
     runs = runs[runs["pool_id"] == pool_id]
-    ss.run_config, ss.prompt = settings.default_settings(len(pool(pool_id).frame))
+    ss.run_config, ss.prompt = settings.default_settings(pool_summary(pool_id)["n_rows"])
     ss.run_id = None
     selectllm = runs[runs["method"] == "selectllm"]  # other methods' runs are opened from the sidebar
     if not selectllm.empty:
@@ -125,13 +191,15 @@ def open_run(run_id: str) -> None:
     if run["method"] != "selectllm":  # another method's run: review and export it, keep the current settings
         return
     ss.run_config, ss.prompt, backend = settings.run_settings(run, ss.run_config, ss.prompt)
+    ss.embed_model = run["params"].get("embed_model")
     if backend is not None:
         ss.backend = backend
 
 
 def run_config() -> RunConfig:
     """The RunConfig the current settings describe (a custom template is saved beside the workspace)."""
-    return settings.run_config(st.session_state.run_config, st.session_state.prompt, workspace=workspace())
+    config = settings.run_config(st.session_state.run_config, st.session_state.prompt, workspace=workspace())
+    return replace(config, embed_model=st.session_state.get("embed_model"))
 
 
 def answer_format() -> str:
@@ -155,8 +223,42 @@ def chat_backend() -> ChatBackend:
     """The backend the current settings describe (the key lives only in this object, in memory)."""
     b = st.session_state.backend
     if b["kind"] == "local":
-        return local_backend()
+        name = b.get("local_model") or DEFAULT_LOCAL_MODEL
+        return local_backend() if name == DEFAULT_LOCAL_MODEL else local_backend(name)
     return make_backend("openai", model=b["model"], base_url=b["base_url"] or None, api_key=api_key())
+
+
+def price() -> Price | None:
+    """The price of the current backend's calls (the workspace's table, else list prices; None: unknown)."""
+    return price_for(chat_backend().describe(), store().prices())
+
+
+def meter(**kwargs: Any) -> Meter:
+    """A meter over the current backend: the session's response cache and the workspace's prices."""
+    return Meter.for_backend(store(), chat_backend(), cache=response_cache(), **kwargs)
+
+
+def prompt_spec() -> PromptSpec:
+    """The prompt side of the current settings, as the run will send it."""
+    cfg, prompt = st.session_state.run_config, st.session_state.prompt
+    return PromptSpec(prompt["template"], answer_format(), prompt["domain"], cfg["max_tokens"], cfg["max_input_chars"])
+
+
+def spend_estimate(plan: SubsetPlan, budget: BudgetPlan, *, exact: bool = True) -> SpendEstimate:
+    """Calls, tokens and cost of the current settings' run over this split (the numbers `selectllm plan` prints)."""
+    cfg, spec, backend = st.session_state.run_config, prompt_spec(), chat_backend()
+    orders = cfg.get("orders", 1)
+    requests = subset_requests(pool(st.session_state.pool_id).frame, plan.subsets, plan.cluster_of, prompt=spec,
+                               k=budget.picks_per_subset, seed=cfg["seed"], shuffle=cfg["shuffle"], orders=orders,
+                               checks=order_checks(cfg, budget.n_subsets))
+    return estimate_spend(requests, backend=backend, price=price(), answer_format=spec.answer_format,
+                          max_tokens=spec.max_tokens, cache=response_cache(), exact=exact, rounds=budget.rounds,
+                          orders=orders)
+
+
+def confirm_above() -> float:
+    """The estimated cost above which a run asks for confirmation (a workspace setting; $1 until set)."""
+    return float(store().setting("confirm_above", "1.0"))
 
 
 def budget_plan(config: RunConfig | None = None) -> BudgetPlan:

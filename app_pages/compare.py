@@ -22,11 +22,11 @@ st.caption("Is the model's choice better than the obvious alternatives? Run othe
            "clusters, how long its rows are and what it cost, and see the picks on the map.")
 
 @st.cache_data(show_spinner="Comparing runs…", max_entries=16)
-def comparison(run_ids: tuple[str, ...], which: str, price: float, fingerprint: str, workspace: str
+def comparison(run_ids: tuple[str, ...], which: str, fingerprint: str, workspace: str
                ) -> compare.Comparison:
     """compare_runs, cached; fingerprint and workspace are part of the cache key only."""
     return compare.compare_runs(store, list(run_ids), embedder=shared.embedder(), cache=shared.embedding_cache(),
-                                price_per_1k=price, which=which)
+                                which=which)
 
 
 def columns(spec: dict[str, tuple[str, str | None, str | None]]) -> dict[str, Any]:
@@ -52,14 +52,12 @@ titles = {name: m.title for name, m in methods.METHODS.items()}  # SelectLLM inc
 labels = compare_view.run_labels(records, {r: compare.run_setting(rec) for r, rec in records.items()}, titles)
 if "compare_runs" in ss:
     ss.compare_runs = [r for r in ss.compare_runs if r in labels]
-c1, c2, c3 = st.columns([4, 3, 1])
+c1, c2 = st.columns([4, 3])
 chosen = c1.multiselect("Runs to compare", list(labels), format_func=labels.get, key="compare_runs",
                         default=None if "compare_runs" in ss else compare_view.default_runs(runs))
 which = c2.segmented_control("Picks compared", list(compare_view.WHICH), format_func=compare_view.WHICH.get,
                              default="all", key="compare_which", help="After review, compare what the curator kept.")
 which = which or "all"
-price = c3.number_input("$ per 1k tokens", 0.0, 1.0, float(ss.prompt["price_per_1k"]), 0.0005, format="%.4f",
-                        key="compare_price", help="Prompt and answer tokens, for the cost column.")
 if len(chosen) < 2:
     st.info("Choose two or more runs.")
     st.stop()
@@ -67,7 +65,7 @@ if any(records[r]["method"] == "alpagasus" for r in chosen):
     st.caption(f":material/info: {methods.METHODS['alpagasus'].note}")
 selections = {r: store.selection(r) for r in chosen}
 # the fingerprint changes whenever a pick or decision of these runs changes: the comparison is then recomputed
-result = comparison(tuple(chosen), which, price, compare_view.selections_key(selections),
+result = comparison(tuple(chosen), which, compare_view.selections_key(selections),
                     str(shared.workspace().resolve()))
 
 # -- 3. the tables ------------------------------------------------------------------------------------------

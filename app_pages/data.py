@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from app_pages import _map
 from app_pages import _shared as shared
 from selectllm_core.errors import PoolError
 from selectllm_core.pool.load import ColumnMap, Pool, detect_columns, load_pool
 from selectllm_core.pool.readers import parse_bytes
+from selectllm_core.studio import search
 from selectllm_core.studio.text import md_escape
 
 st.title("Data")
 store = shared.store()
+SHOWN, LIKE_K = 200, 10  # rows a search lists; rows "more like this" lists
 
 
 @st.cache_data(show_spinner="Reading the file…", max_entries=4)
@@ -47,7 +51,47 @@ def report(pool: Pool) -> None:
     fig = px.histogram(lengths, x="instruction length (characters)", nbins=60, height=260)
     fig.update_layout(margin={"l": 0, "r": 0, "t": 10, "b": 0}, yaxis_title="rows")
     st.plotly_chart(fig, key=f"data_hist_{id(pool)}")
-    st.dataframe(pool.frame.drop(columns=["text"]).head(50), hide_index=True, height=240)
+
+
+def rows(pool: Pool) -> None:
+    """The stored pool's first rows, or the rows matching a search; a row chosen lists the rows most like it."""
+    frame = pool.frame
+    query = st.text_input("Search the pool", key="data_search", placeholder=search.SEARCH_PLACEHOLDER,
+                          help=search.SEARCH_HELP)
+    if query.strip():
+        hits = shared.pool_index(pool.pool_id).search(query)
+        table = search.found_rows(frame, hits.head(SHOWN))
+        st.caption(search.match_caption(len(hits), len(frame), shown=len(table)))
+    else:
+        table = frame.drop(columns=["text"]).head(50)
+        st.caption(f"The first {len(table)} of {len(frame):,} rows.")
+    if table.empty:
+        return
+    # a new search is a new table: its selection starts empty rather than pointing at another row
+    event = st.dataframe(table, hide_index=True, height=min(38 + 35 * len(table), 400), on_select="rerun",
+                         selection_mode="single-row",
+                         key=f"data_rows_{pool.pool_id}_{zlib.crc32(search.fts_query(query).encode())}",
+                         column_config={"rank": None, "snippet": None})
+    if not event.selection.rows:
+        st.caption("Select a row (the box at its left) to list the rows most like it.")
+        return
+    row_id = str(table["id"].iloc[event.selection.rows[0]])
+    title = frame.set_index("id").at[row_id, "instruction"]
+    st.markdown(f"**More like this:** the {LIKE_K} rows of the pool most like “{md_escape(title[:120])}”")
+    vectors = _map.pool_vectors(pool)
+    if vectors is None:
+        ask = st.empty()  # the question goes once it is answered
+        with ask.container():
+            st.info(search.not_embedded(shared.embedder().model_id), icon=":material/info:")
+            if not st.button(f"Embed {len(frame):,} rows", key="data_like_embed"):
+                return
+        vectors = _map.embed_pool(pool)
+        ask.empty()
+    near = search.more_like_this(vectors, frame["id"].astype(str).tolist(), [row_id], k=LIKE_K)
+    st.container(key="data_like").dataframe(
+        search.found_rows(frame, near), hide_index=True, height=min(38 + 35 * len(near), 400),
+        column_config={"similarity": st.column_config.NumberColumn("Similarity", format="%.3f",
+                                                                   help=search.SIMILARITY_HELP)})
 
 
 def save(pool: Pool) -> None:
@@ -75,6 +119,10 @@ with tab_current:
     st.caption(md_escape(f"Columns: instruction = {cols.instruction!r}, input = {cols.input!r}, "
                                   f"id = {cols.id!r} (schema {active.report.schema})"))
     report(active)
+    st.subheader("Rows")
+    rows(active)
+    st.subheader("Near-duplicates")
+    _map.near_dup_section("data", active, save=save)
 
 with tab_upload:
     upload = st.file_uploader("Pool file", type=["csv", "tsv", "jsonl", "json", "parquet", "gz"],
@@ -107,3 +155,4 @@ with tab_upload:
     st.button(f"Save to the workspace and open it ({len(new.frame):,} rows)", type="primary", key="data_save",
               on_click=save, args=(new,))
     report(new)
+    st.dataframe(new.frame.drop(columns=["text"]).head(50), hide_index=True, height=240)

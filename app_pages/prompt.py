@@ -7,8 +7,10 @@ import streamlit as st
 from app_pages import _map
 from app_pages import _shared as shared
 from app_pages._map import PARAMS
+from selectllm_core.llm.prices import money
 from selectllm_core.select.prompts import KNOWN, PRESETS, validate
-from selectllm_core.studio import prompt_view
+from selectllm_core.studio import prompt_view, rounds_view
+from selectllm_core.studio.text import md_escape
 
 ss = st.session_state
 st.title("Prompt")
@@ -62,29 +64,44 @@ if not prompts:
     st.stop()
 
 st.subheader("Cost of the whole run")
-local = ss.backend["kind"] == "local"
+local, model = ss.backend["kind"] == "local", ss.backend["model"]
 c1, c2 = st.columns([1, 3])
-prompt["price_per_1k"] = c1.number_input("Price per 1k tokens ($)", 0.0, 1000.0, float(prompt["price_per_1k"]),
-                                         step=0.0005, format="%.4f", key="prompt_price")
-counter = shared.local_backend().count_tokens if local else None
+price = shared.price()
+if local:
+    c1.caption("The bundled local model costs nothing: calls are priced at $0.")
+elif model:
+    c1.caption(f"Price of **{md_escape(model)}**, per million tokens: "
+               + (f"{price.source}." if price else "none known yet: set it, or the cost stays unknown."))
+    p_in = c1.number_input("Prompt tokens ($ per million)", 0.0, 1e4, price.input_per_mtok if price else 0.0,
+                           0.05, format="%.3f", key="prompt_price_in")
+    p_out = c1.number_input("Answer tokens ($ per million)", 0.0, 1e4, price.output_per_mtok if price else 0.0,
+                            0.05, format="%.3f", key="prompt_price_out")
+    if c1.button("Save this price", key="prompt_price_save", help="Saved in the workspace's price table; every "
+                 "call recorded from now on is costed with it (`selectllm prices` shows the table)."):
+        shared.store().set_price(model, p_in, p_out)
+        st.rerun()
 with st.spinner("Counting tokens…"):
-    est = prompt_view.estimate_cost(prompts, k=budget.picks_per_subset, answer_format=shared.answer_format(),
-                                    price_per_1k=prompt["price_per_1k"], count_tokens=counter)
+    est = shared.spend_estimate(build.plan, budget)
 m1, m2, m3, m4 = c2.columns(4)
-m1.metric("LLM calls", f"{est.calls:,}")
+m1.metric("LLM calls to send", f"{est.to_send:,}", help=f"{est.calls:,} subsets, {est.cached:,} of them answered "
+          "by the response cache (no call, no cost)")
 m2.metric("Prompt tokens" + ("" if est.prompt_exact else " (estimate)"), f"{est.prompt_tokens:,}")
 m3.metric("Answer tokens (estimate)", f"{est.completion_tokens:,}")
-m4.metric("Cost (estimate)", f"${est.cost:,.4f}")
-if est.prompt_exact:
-    st.caption("Prompt tokens are counted exactly with the local model's tokenizer (the chat template adds a few "
-               "per call); the local model itself costs nothing, so the price shows what these tokens would cost "
-               "on a paid API. Answer tokens are estimated; repair retries of unusable answers add to both.")
-else:
-    st.caption("Remote model: tokens are estimated at about 4 characters a token. Check your provider's tokenizer "
-               "and price; repair retries of unusable answers add to the total.")
+m4.metric("Cost (estimate)", money(est.cost) if est.price else "unknown",
+          help=f"At most {money(est.cost_bound)} if every answer used its full length." if est.price else
+          "No price is known for this model: set one on the left.")
+c2.caption(("Prompt tokens are counted with the local model's tokenizer (the chat template adds a few per call). "
+            if est.prompt_exact else "Remote model: tokens are estimated at about 4 characters a token. ")
+           + "Answer tokens are estimated; a repair retry per unusable answer adds to both. `selectllm plan` "
+           "prints the same numbers.")
+if budget.next_rounds:  # a tournament: say so before the curator pays for it
+    c2.info(md_escape(rounds_view.plan_summary(budget)) + ". " + rounds_view.ROUNDS_HELP
+            + " Later rounds are estimated from round 1.", icon=":material/account_tree:")
+    c2.dataframe(rounds_view.plan_table(budget, est), hide_index=True, key="prompt_rounds")
 
 st.subheader("Rendered on a real subset")
 c1, c2 = st.columns([1, 3])
 index = c1.number_input(f"Subset (0 to {len(prompts) - 1})", 0, len(prompts) - 1, 0, key="prompt_subset")
-c2.caption(f"{budget.describe()}. Candidates appear in the shuffled order the model will see.")
+c2.caption(md_escape(budget.rounds[0].describe_round() if budget.next_rounds else budget.describe())
+           + (" (round 1)" if budget.next_rounds else "") + ". Candidates appear in the shuffled order the model will see.")
 st.code(prompts[int(index)], language=None, wrap_lines=True)
