@@ -73,6 +73,21 @@ def idle(page) -> None:  # noqa: ANN001
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=LONG)
 
 
+def open_dropdown(page, box, option) -> None:  # noqa: ANN001 - playwright Page and Locators
+    """Click a selectbox until `option` shows: a dropdown opened while the page still redraws itself closes again."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _attempt in range(4):
+        idle(page)
+        box.click()
+        try:
+            option.first.wait_for(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    option.first.wait_for(timeout=10_000)  # the last try: fail with the option's own error
+
+
 def shot(page, name: str) -> None:  # noqa: ANN001
     """Wait until the app is idle, then screenshot the whole page (the viewport grows to the content's height)."""
     idle(page)

@@ -23,6 +23,22 @@ def shared_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_env(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN202 - a generator fixture
+    """Module and session fixtures run before the per-test one below: give them a cache and workspace of the
+    session, so no fixture reads or writes the checkout's own `.selectllm-cache` (a hit there would hide costs)."""
+    root = tmp_path_factory.mktemp("session-env")
+    saved = {key: os.environ.get(key) for key in ("SELECTLLM_WORKSPACE", "SELECTLLM_CACHE_DIR")}
+    os.environ["SELECTLLM_WORKSPACE"] = str(root / "workspace.sqlite")
+    os.environ["SELECTLLM_CACHE_DIR"] = str(root / "cache")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test gets its own workspace and cache, and never sees a real API key."""

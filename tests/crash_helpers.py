@@ -33,6 +33,7 @@ if str(REPO) not in sys.path:
 
 from selectllm_core import pipeline  # noqa: E402
 from selectllm_core.embed import EmbeddingCache  # noqa: E402
+from selectllm_core.llm.cache import ResponseCache  # noqa: E402
 from selectllm_core.pool.load import load_pool  # noqa: E402
 from selectllm_core.store import Store  # noqa: E402
 from tests.conftest import FakeEmbedder  # noqa: E402
@@ -53,7 +54,7 @@ def run_pipeline(workspace: Path | str, cache: Path | str, *, delay: float = 0.0
     """The crash test's run: fixture pool, FakeEmbedder, a ScriptedBackend waiting `delay` s per call."""
     backend = ScriptedBackend(delay=delay, label="crash-test")
     result = pipeline.run(load_pool(POOL), CONFIG, store=Store(workspace), backend=backend, embedder=FakeEmbedder(),
-                          cache=EmbeddingCache(cache))
+                          cache=EmbeddingCache(cache), responses=ResponseCache(cache))
     return result, backend
 
 

@@ -38,6 +38,8 @@ class FakeOpenAIServer:
         lifetime: Seconds before the server shuts itself down.
         port: Port to bind (0: a free one). Binding a port known in advance lets a test start the
             server only after a client has failed to connect to it (connection refused).
+        price_per_mtok: (prompt, answer) money per million tokens: usage then counts each request's own
+            tokens (4 characters a token) and `billed` adds up what a paying server would charge.
         responder: ``responder(body, index)`` -> a fault dict (or None) for requests that find the
             scripted queue empty; ``index`` counts requests from 0. Lets a test fail by prompt content.
     """
@@ -53,8 +55,11 @@ class FakeOpenAIServer:
         lifetime: float = 60.0,
         port: int = 0,
         responder: Callable[[dict[str, Any], int], dict[str, Any] | None] | None = None,
+        price_per_mtok: tuple[float, float] | None = None,
     ) -> None:
         self.reply = reply
+        self.price_per_mtok = price_per_mtok
+        self.billed = 0.0
         self.usage = usage if usage is not None else {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59}
         self.reject_formats = set(reject_formats)
         self.reject_status = reject_status
@@ -154,7 +159,13 @@ class FakeOpenAIServer:
             "model": body.get("model", "fake-model"),
             "choices": [choice],
         }
-        if self.usage:
+        if self.price_per_mtok:
+            prompt = sum(len(m.get("content") or "") for m in body.get("messages", [])) // 4 + 1
+            answer = len(content or "") // 4 + 1
+            with self._lock:
+                self.billed += (prompt * self.price_per_mtok[0] + answer * self.price_per_mtok[1]) / 1e6
+            out["usage"] = {"prompt_tokens": prompt, "completion_tokens": answer, "total_tokens": prompt + answer}
+        elif self.usage:
             out["usage"] = self.usage
         return out
 

@@ -156,6 +156,38 @@ def test_the_sidebar_opens_another_run_with_its_settings(seeded: dict) -> None:
     assert at.session_state["run_config"]["budget"] == 6 and at.session_state["run_config"]["subset_size"] == 10
 
 
+def test_the_sidebar_embedding_model_is_the_sessions_and_follows_an_opened_run(seeded: dict) -> None:
+    other = run(seeded["pool"], RunConfig(budget=4, subset_size=15, embed_model="model2vec"), store=seeded["store"],
+                backend=FakeBackend(), embedder=FakeEmbedder(), cache=EmbeddingCache())
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.session_state["map_layout"] = "pca"
+    at.run()
+    assert at.session_state["run_id"] == other.run_id
+    box = at.sidebar.selectbox(key="sidebar_embed_model")
+    assert box.value == "model2vec", "the opened run's embedding model is the session's"
+    assert "approximate" in "\n".join(c.value for c in at.sidebar.caption)
+    box.select("minilm-int8").run()
+    assert not at.exception, at.exception
+    assert at.session_state["embed_model"] == "minilm-int8"
+    assert "overlap@10 0.91" in "\n".join(c.value for c in at.sidebar.caption)
+    at.sidebar.selectbox(key="sidebar_run").select(seeded["run_id"]).run()  # a run made with the bundled MiniLM
+    assert at.session_state["embed_model"] is None and at.sidebar.selectbox(key="sidebar_embed_model").value is None
+
+
+@pytest.mark.parametrize("page", ["app_pages/export.py"])
+def test_pages_that_need_only_the_selection_never_load_the_pools_rows(seeded: dict, page: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sidebar and these pages read summaries and the selection from the workspace, never the whole pool."""
+    loads = []
+    monkeypatch.setattr(Store, "load_pool", lambda self, pool_id: loads.append(pool_id))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == Path(page).stem.capitalize()
+    assert "demo slice · v1\n60 rows" in "\n".join(t.value for t in at.sidebar.text)
+    assert loads == []
+
+
 def test_data_page_reports_an_upload_and_saves_it(seeded: dict) -> None:
     at = open_page("app_pages/data.py")
     csv = "prompt,topic\nWrite a haiku about rain,poetry\n,empty\nWrite a haiku about rain,poetry\nSum 2 and 3,math\n"
@@ -232,6 +264,31 @@ def test_select_page_shows_the_failed_subset_and_retries_it(seeded: dict) -> Non
     results = {r["subset"]: r["status"] for r in seeded["store"].subset_results(seeded["run_id"])}
     assert results[1] == "ok"
     assert len(seeded["store"].selection(seeded["run_id"])) == 6
+
+
+def test_select_page_shows_the_runs_evidence_and_measures_order_consistency(seeded: dict) -> None:
+    at = open_page("app_pages/select.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Valid answers"] == "5 of 6" and metrics["Order consistency"] == "not measured"
+    assert metrics["Picks at shown positions 1–2"] == "100%"  # the fake picks the first ones
+    assert {m.label: m.delta for m in at.metric}["Picks at shown positions 1–2"] == "uniform 20%"
+    assert "Reasons that match their pick" in metrics  # the fake's reasons name no candidate: none is judged
+    button = next(b for b in at.button if b.key == f"select_check_{seeded['run_id']}")
+    assert "re-ask 4 subset(s) in reversed order (4 more call(s))" in button.label
+    calls_before, selection = seeded["backend"].calls, seeded["store"].selection(seeded["run_id"])["id"].tolist()
+    button.click().run()
+    assert not at.exception, at.exception
+    assert seeded["backend"].calls == calls_before + 4
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Order consistency"] == "0.00"
+    assert {m.label: m.delta for m in at.metric}["Order consistency"] == "chance 0.10"  # 1 pick of 10
+    assert any("no better than random here" in e.value for e in at.error)
+    assert seeded["store"].selection(seeded["run_id"])["id"].tolist() == selection, "the picks stay"
+    # the next run can show each subset in 4 orders: its estimate counts them
+    at.selectbox(key="select_orders").set_value(4).run()
+    assert at.session_state["run_config"]["orders"] == 4
+    # 24 requests, 10 of them answered before: 6 in the shown order and the 4 reversed ones of the check
+    assert [m.value for m in at.metric if m.label == "LLM calls to send"] == ["14"]
 
 
 def test_select_page_warns_that_the_local_model_cannot_judge(seeded: dict) -> None:

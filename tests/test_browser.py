@@ -228,7 +228,8 @@ def test_curator_walks_from_demo_map_to_exported_csv(server: dict) -> None:
     store = Store(server["workspace"])
     runs = store.list_runs().set_index("method")["run_id"]
     assert sorted(runs.index) == ["random", "selectllm"]
-    assert store.count_calls() == 10, "10 stored LLM calls (the 2 preview calls store nothing)"
+    assert store.count_calls() == 12, "10 run calls and the 2 preview calls, which the ledger records too"
+    assert store.usage("", kind="preview")["calls"] == 2
     run_id = runs["selectllm"]
     for method, title in (("selectllm", "SelectLLM"), ("random", "Random")):
         assert sorted(drawn[f"{title} (10)"]) == sorted(store.selection(runs[method])["id"])

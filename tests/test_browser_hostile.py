@@ -23,7 +23,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, LONG, REPO, assert_clean_log, goto, idle, shot, streamlit_server
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LONG,
+    REPO,
+    assert_clean_log,
+    goto,
+    idle,
+    open_dropdown,
+    shot,
+    streamlit_server,
+)
 from conftest import FakeEmbedder
 from fakes import ScriptedBackend, shown_instructions
 
@@ -224,8 +235,9 @@ def _select_page(page, seeded: dict) -> None:  # noqa: ANN001
     _assert_in_tables(page, ROWS[3][0], ROWS[3][1], where="Select failed subset")
     shot(page, "hostile-select-failed")
     subset = seeded["subset_of"][1]
-    page.locator('[data-testid="stSelectbox"]').filter(has_text="Subset").click()
-    page.get_by_role("option", name=re.compile(rf"^subset {subset} · ok")).click()
+    option = page.get_by_role("option", name=re.compile(rf"^subset {subset} · ok"))
+    open_dropdown(page, page.get_by_role("combobox", name="Subset", exact=True), option)
+    option.click()
     page.get_by_text(re.compile(rf"^Subset {subset} · ok")).wait_for(timeout=LONG)
     _assert_in_tables(page, ROWS[1][0], REASON, ROWS[1][1], where="Select subset")
 

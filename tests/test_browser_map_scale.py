@@ -81,8 +81,9 @@ def _base_rows(shared_data: Path) -> pd.DataFrame:
     return frame
 
 
-def _seed(shared_data: Path, tmp: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """Workspace, embedding cache and projection cache as the docstring says; returns the pool frame and coords."""
+def _seed(shared_data: Path, tmp: Path, rows: int = ROWS) -> tuple[pd.DataFrame, np.ndarray]:
+    """Workspace, embedding cache and projection cache as the docstring says, for a pool of `rows` rows (the
+    large-map test seeds more); returns the pool frame and coords."""
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -92,13 +93,13 @@ def _seed(shared_data: Path, tmp: Path) -> tuple[pd.DataFrame, np.ndarray]:
     from selectllm_core.store import Store
 
     base = _base_rows(shared_data)
-    copy = np.arange(ROWS) // BASE
-    source = np.arange(ROWS) % BASE
-    rows = pd.DataFrame({"instruction": [base["instruction"][s] + (f" (copy {c})" if c else "")
-                                         for s, c in zip(source, copy)],
-                         "input": base["input"].to_numpy()[source]})
-    pool = load_pool(rows, name="alpaca 100k")
-    assert len(pool.frame) == ROWS
+    copy = np.arange(rows) // BASE
+    source = np.arange(rows) % BASE
+    frame = pd.DataFrame({"instruction": [base["instruction"][s] + (f" (copy {c})" if c else "")
+                                          for s, c in zip(source, copy)],
+                          "input": base["input"].to_numpy()[source]})
+    pool = load_pool(frame, name=f"alpaca {rows // 1000}k")
+    assert len(pool.frame) == rows
     Store(tmp / "ws.sqlite").save_pool(pool)
 
     texts = (base["instruction"] + " " + base["input"]).tolist()
@@ -106,14 +107,14 @@ def _seed(shared_data: Path, tmp: Path) -> tuple[pd.DataFrame, np.ndarray]:
         TfidfVectorizer(sublinear_tf=True, min_df=2, stop_words="english").fit_transform(texts))
     unit = (svd / np.linalg.norm(svd, axis=1, keepdims=True).clip(1e-9)).astype(np.float32)
     rng = np.random.default_rng(0)
-    vectors = unit[source] + 0.02 * rng.standard_normal((ROWS, unit.shape[1]), dtype=np.float32)
+    vectors = unit[source] + 0.02 * rng.standard_normal((rows, unit.shape[1]), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     cache = EmbeddingCache(tmp / "cache")
     cache.put_many(BUNDLED_MODEL, {text_key(t): v for t, v in zip(pool.frame["text"], vectors)})
     cache.close()
 
     layout = compute_projection(unit, model_id="tfidf-svd", pool_id="alpaca-3k", cache_root=tmp / "scratch")
-    coords = layout[source] + 0.05 * rng.standard_normal((ROWS, 2))
+    coords = layout[source] + 0.05 * rng.standard_normal((rows, 2))
     coords = store_projection(coords, model_id=BUNDLED_MODEL, pool_id=pool.pool_id, cache_root=tmp / "cache")
     return pool.frame, coords
 

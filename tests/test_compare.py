@@ -78,12 +78,13 @@ def runs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     store, embedder = Store(root / "ws.sqlite"), FakeEmbedder()
     pool = load_pool(dolly_frame(shared_data), name="dolly-300")
     cache = methods.base.EmbeddingCache(root / "cache")
+    store.set_price(ScriptedBackend().label, 1.0, 2.0)  # $1 per million prompt tokens, $2 per million answer tokens
     ids = {name: methods.run_method(name, pool, budget=15, store=store, embedder=embedder, cache=cache).run_id
            for name in ("coreset",)}
     ids |= {name: methods.run_method(name, pool, budget=15, store=store).run_id for name in ("random", "length")}
     for shuffle in (True, False):
         res = run_selectllm(pool, RunConfig(budget=15, subset_size=20, shuffle=shuffle), store=store,
-                            backend=ScriptedBackend(), embedder=embedder, cache=cache)
+                            backend=ScriptedBackend(), embedder=embedder, cache=cache, responses=False)
         ids[f"selectllm-{shuffle}"] = res.run_id
     return {"store": store, "ids": ids, "pool": pool, "embedder": embedder, "cache": cache, "root": root}
 
@@ -91,7 +92,7 @@ def runs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_compare_real_runs_side_by_side(runs: dict) -> None:
     ids = runs["ids"]
     order = [ids["random"], ids["coreset"], ids["length"], ids["selectllm-True"], ids["selectllm-False"]]
-    c = compare.compare_runs(runs["store"], order, embedder=runs["embedder"], cache=runs["cache"], price_per_1k=0.5)
+    c = compare.compare_runs(runs["store"], order, embedder=runs["embedder"], cache=runs["cache"])
     table = c.table.set_index("run")
     assert table.index.tolist() == ["(pool)", *order] and (table.loc[order, "selected"] == 15).all()
     # coverage: farthest-first spreads picks, so its worst-covered row is closer than random's
@@ -100,7 +101,10 @@ def test_compare_real_runs_side_by_side(runs: dict) -> None:
     # the diverse plan's 20 clusters, shared by every run; SelectLLM took one row per subset
     assert c.cluster_source.startswith(f"plan of run {ids['selectllm-True']}") and "(20 clusters)" in c.cluster_source
     llm = table.loc[ids["selectllm-True"]]
-    assert llm["llm_calls"] == 15 and llm["cost"] == pytest.approx(llm["tokens"] / 1000 * 0.5)
+    usage = runs["store"].usage(ids["selectllm-True"])
+    # the money is the ledger's: every call was sent (no response cache) at the workspace's price for the model
+    assert llm["llm_calls"] == 15 and usage["sent"] == 15 and usage["prompt_tokens"] > 0
+    assert llm["cost"] == pytest.approx((usage["prompt_tokens"] * 1.0 + usage["completion_tokens"] * 2.0) / 1e6)
     assert table.loc[ids["random"], "llm_calls"] == 0
     assert np.allclose(np.diag(c.overlap), 1.0) and np.allclose(c.overlap, c.overlap.T)
     # the scripted model always answers [1]: every pick sits at shown position 1, far from uniform

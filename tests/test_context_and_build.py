@@ -82,8 +82,10 @@ def test_a_run_on_a_small_context_shows_every_row_once_in_prompts_that_fit(tmp_p
     assert "too long" not in budget.cap_note
     result = run(pool, config, store=Store(tmp_path / "ws.sqlite"), backend=backend, embedder=FakeEmbedder(),
                  cache=EmbeddingCache(tmp_path / "cache"))
-    members = [m for r in result.store.subset_results(result.run_id) for m in r["members"]]
+    first = result.store.rounds(result.run_id)[0]["n_subsets"]  # later rounds ask again among the winners
+    members = [m for r in result.store.subset_results(result.run_id) if r["subset"] < first for m in r["members"]]
     assert sorted(members) == sorted(pool.frame["id"]) and len(members) == len(set(members))
+    assert len(result.store.rounds(result.run_id)) == len(budget.rounds) > 1
     longest = max(len(call[0]["content"]) for call in backend.calls)
     assert longest / 4 + config.max_tokens < 2048  # at the cap's own 4 characters a token
     assert result.summary["selected"] == 20

@@ -54,7 +54,8 @@ def test_exports_exactly_the_budget_each_row_from_a_valid_subset_with_a_reason(e
     assert out["selected"] == BUDGET and out["short_by"] == 0
     exported = pd.read_csv(e2e["root"] / "first.csv", keep_default_na=False, dtype=str)
     assert len(exported) == BUDGET
-    assert list(exported.columns[:7]) == ["id", "instruction", "input", "cluster", "subset", "reason", "run_id"]
+    assert list(exported.columns[:8]) == ["id", "instruction", "input", "cluster", "subset", "reason", "origin",
+                                         "run_id"]
     assert "category" in exported.columns  # an extra column of the pool, kept to the end
     results = {r["subset"]: r for r in e2e["store"].subset_results(out["run_id"])}
     for row in exported.itertuples():

@@ -1,13 +1,18 @@
-"""Export: column contract, round trips per format, batches, CSV formula safety, manifest, atomicity."""
+"""Export: column contract, round trips per format, batches, CSV formula safety, manifest, atomicity.
+
+How spreadsheets and Label Studio take the files is tested in test_export_clients.py.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import openpyxl
 import pandas as pd
 import pytest
 
@@ -24,7 +29,7 @@ from selectllm_core.runs.export import (
 
 RUN = "run-7"
 SCRIPT = "<script>alert('x')</script><b onclick=\"steal()\">&amp;</b>"
-TEXT_COLUMNS = ["id", "instruction", "input", "reason", "run_id", "category"]
+TEXT_COLUMNS = ["id", "instruction", "input", "reason", "origin", "run_id", "category"]
 
 
 def _selection(n: int = 6) -> pd.DataFrame:
@@ -69,10 +74,20 @@ def _read_back(path: Path, fmt: str) -> list[dict]:
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     if fmt == "parquet":
         return pd.read_parquet(path).to_dict("records")
+    if fmt == "xlsx":
+        return _xlsx_read(path)
     tasks = json.loads(path.read_text(encoding="utf-8"))
     rows = [{**task["data"], **task["meta"]} for task in tasks]
     order = EXPORT_COLUMNS + [k for k in tasks[0]["data"] if k not in EXPORT_COLUMNS]
     return [{k: row[k] for k in order} for row in rows]
+
+
+def _xlsx_read(path: Path) -> list[dict]:
+    """Rows of an XLSX export; openpyxl leaves Excel's escapes of control characters (CR is _x000D_) as written."""
+    rows = list(openpyxl.load_workbook(path).active.iter_rows(values_only=True))
+    def unescape(v: object) -> object:
+        return re.sub(r"_x([0-9A-F]{4})_", lambda m: chr(int(m[1], 16)), v) if isinstance(v, str) else v
+    return [{k: unescape(v) for k, v in zip(rows[0], row)} for row in rows[1:]]
 
 
 def _expected(selection: pd.DataFrame) -> list[dict]:
@@ -96,7 +111,17 @@ def test_export_frame_fills_missing_optional_columns() -> None:
     assert list(frame.columns) == EXPORT_COLUMNS + ["extra"]
     assert frame["id"].tolist() == ["1", "2"]
     assert frame["input"].tolist() == ["", ""] and frame["reason"].tolist() == ["", ""]
+    assert frame["origin"].tolist() == ["model pick", "model pick"]
     assert frame["cluster"].isna().all() and frame["subset"].isna().all()
+
+
+def test_export_frame_keeps_the_origin_of_each_pick_right_after_the_reason() -> None:
+    selection = pd.DataFrame({"id": ["a", "b", "c"], "instruction": ["x", "y", "z"],
+                              "origin": ["curator pick", None, "model pick"], "reason": ["r", "", "q"]})
+    frame = export_frame(selection, run_id=RUN)
+    assert EXPORT_COLUMNS.index("origin") == EXPORT_COLUMNS.index("reason") + 1
+    assert list(frame.columns) == EXPORT_COLUMNS
+    assert frame["origin"].tolist() == ["curator pick", "model pick", "model pick"]
 
 
 def test_export_frame_keeps_labels_whole_and_reasons_text_when_values_are_missing() -> None:
@@ -141,7 +166,7 @@ def test_csv_is_excel_friendly_utf8_with_bom_and_quoted_text(tmp_path: Path) -> 
     raw = path.read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")  # the BOM Excel needs to read UTF-8
     text = raw.decode("utf-8-sig")
-    assert text.startswith('"id","instruction","input","cluster","subset","reason","run_id"')
+    assert text.startswith('"id","instruction","input","cluster","subset","reason","origin","run_id"')
     assert '"Explain, in ""plain"" words:\nline two\r\nline three\u2028four\x85five"' in text  # newlines kept in-cell
     assert ',0,0,"",' in text  # numbers unquoted, text quoted
 
@@ -162,7 +187,8 @@ def test_labelstudio_tasks_put_row_fields_in_data_and_run_in_meta(tmp_path: Path
     tasks = json.loads(path.read_text(encoding="utf-8"))
     assert isinstance(tasks, list) and len(tasks) == 2
     assert set(tasks[0]) == {"data", "meta"}
-    assert list(tasks[0]["data"]) == ["id", "instruction", "input", "cluster", "reason", "category", "score"]
+    assert list(tasks[0]["data"]) == ["id", "instruction", "input", "cluster", "reason", "origin", "category",
+                                      "score"]
     assert tasks[1]["meta"] == {"run_id": RUN, "subset": 0}
 
 
@@ -346,7 +372,7 @@ def test_failure_in_a_later_batch_publishes_no_batch(tmp_path: Path,
     ("kwargs", "message"),
     [
         ({"selection": _selection(0)}, "nothing to export: accept some picks or export all picks with --all"),
-        ({"fmt": "xlsx"}, "use one of: csv, jsonl, parquet, labelstudio"),
+        ({"fmt": "docx"}, "use one of: csv, xlsx, jsonl, parquet, labelstudio"),
         ({"batch_size": 0}, "at least 1"),
         ({"batch_size": -3}, "at least 1"),
         ({"out": "picks.txt"}, r"cannot tell the format of 'picks.txt'"),

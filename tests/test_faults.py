@@ -258,5 +258,8 @@ def test_calls_log_keeps_attempts_distinct_across_resume_and_retry(pool_file: Pa
     pipeline.retry_failed(store, run_id, backend=backend_at(server.base_url))  # retries subset 1
     assert all(r["status"] == "ok" for r in store.subset_results(run_id))
     calls = store.calls(run_id)
-    assert len(calls) == (2 + 2 + 4) + 1 + 1  # first run (a failed HTTP call is one entry), resume, retry
+    # first run (a failed HTTP call is one entry); the resume reads subset 0's first answer from the response
+    # cache (it was paid for) and sends only the repair; the retry asks subset 1 anew
+    assert len(calls) == (2 + 2 + 4) + 2 + 1
+    assert calls["cached"].sum() == 1 and calls[calls["cached"] == 1]["subset"].tolist() == [0]
     assert not calls[calls["ok"] == 1].duplicated(["subset", "attempt"]).any(), calls

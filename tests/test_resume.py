@@ -27,7 +27,9 @@ def small_pool(shared_data: Path, dest: Path, rows: int = 120) -> Path:
 
 
 def command(pool: Path, workspace: Path, cache: Path) -> tuple[list[str], dict]:
-    env = {**os.environ, "SELECTLLM_WORKSPACE": str(workspace), "SELECTLLM_CACHE_DIR": str(cache)}
+    # the response cache is off: this test is about resuming from the workspace, not about stored answers
+    env = {**os.environ, "SELECTLLM_WORKSPACE": str(workspace), "SELECTLLM_CACHE_DIR": str(cache),
+           "SELECTLLM_RESPONSE_CACHE": "off"}
     args = [sys.executable, "-m", "selectllm_core", "run", str(pool), "--budget", "8", "--subset-size", "10",
             "--max-input-chars", "150", "--seed", "5", "--no-export", "--json"]
     return args, env
@@ -69,4 +71,7 @@ def test_kill_and_resume_gives_the_uninterrupted_picks(tmp_path: Path, shared_da
     assert store.selection(out["run_id"])["id"].tolist() == ref_store.selection(out["run_id"])["id"].tolist()
     calls = store.calls(out["run_id"])
     assert not calls.duplicated(["subset", "attempt"]).any()
-    assert sorted(calls["subset"].unique()) == list(range(n_subsets))
+    # 12 winners for a budget of 8: a second round; every subset of both rounds was asked once
+    rounds = [(r["round"], r["n_subsets"]) for r in store.rounds(out["run_id"])]
+    assert rounds == [(r["round"], r["n_subsets"]) for r in ref_store.rounds(out["run_id"])] and rounds[0] == (1, 12)
+    assert sorted(calls["subset"].unique()) == list(range(sum(n for _, n in rounds)))

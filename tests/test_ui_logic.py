@@ -211,7 +211,8 @@ def test_subset_prompts_are_exactly_what_the_run_sends(pool) -> None:  # noqa: A
     assert prompts == backend.prompts and len(prompts) == 4
     cut = RunConfig(budget=4, subset_size=10, max_input_chars=40)
     backend.prompts.clear()
-    cut_run = run(pool, cut, store=store, backend=backend, embedder=FakeEmbedder(), cache=EmbeddingCache())
+    cut_run = run(pool, cut, store=store, backend=backend, embedder=FakeEmbedder(), cache=EmbeddingCache(),
+                  responses=False)  # every prompt reaches the backend, also those the first run asked already
     plan = store.plan(cut_run.run_id)
     subsets = [g["position"].tolist() for _, g in plan.groupby("subset", sort=True)]
     short = prompt_view.subset_prompts(pool.frame, subsets, plan["cluster"].to_numpy(), k=1, max_input_chars=40,
@@ -219,14 +220,33 @@ def test_subset_prompts_are_exactly_what_the_run_sends(pool) -> None:  # noqa: A
     assert short == backend.prompts and sum(map(len, short)) < sum(map(len, prompts))
 
 
-def test_cost_estimate_is_exact_only_with_a_tokenizer() -> None:
-    prompts = ["one two three four", "five six"]
-    exact = prompt_view.estimate_cost(prompts, k=2, answer_format="json", price_per_1k=0.5,
-                                   count_tokens=lambda t: len(t.split()))
+def test_spend_estimate_is_exact_only_with_a_tokenizer_and_prices_what_it_counts() -> None:
+    from selectllm_core.llm.prices import Price
+    from selectllm_core.select.spend import SubsetRequest, estimate_spend
+
+    class Counter:
+        name, concurrency = "fake", 1
+
+        def __init__(self, exact: bool) -> None:
+            self.exact = exact
+
+        def describe(self) -> dict:
+            return {"kind": "fake", "model": "m"}
+
+        def count_tokens(self, text: str) -> int | None:
+            return len(text.split()) if self.exact else None
+
+    requests = [SubsetRequest(0, 2, [{"role": "user", "content": "one two three four"}], {}),
+                SubsetRequest(1, 2, [{"role": "user", "content": "five six"}], {})]
+    price = Price(1.0, 2.0, "test")
+    exact = estimate_spend(requests, backend=Counter(True), price=price, answer_format="json", max_tokens=512)
     assert exact.prompt_exact and exact.prompt_tokens == 6 and exact.completion_tokens == 2 * (2 * 40 + 8)
-    assert exact.cost == pytest.approx((6 + 176) / 1000 * 0.5)
-    remote = prompt_view.estimate_cost(prompts, k=1, answer_format="ids", price_per_1k=1.0, count_tokens=lambda t: None)
-    assert not remote.prompt_exact and remote.prompt_tokens == 4 + 2 and remote.completion_tokens == 10
+    assert exact.cost == pytest.approx((6 * 1.0 + 176 * 2.0) / 1e6)
+    assert exact.cost_bound == pytest.approx((6 * 1.0 + 2 * 512 * 2.0) / 1e6)
+    remote = estimate_spend(requests[:1] + [SubsetRequest(1, 1, requests[1].messages, {})], backend=Counter(False),
+                            price=None, answer_format="ids", max_tokens=512)
+    assert not remote.prompt_exact and remote.prompt_tokens == 4 + 2 and remote.completion_tokens == 8 + 5
+    assert remote.cost is None and "unknown" in remote.lines()[-1]
 
 
 def test_custom_templates_are_saved_presets_are_named(tmp_path: Path) -> None:
