@@ -25,9 +25,11 @@ end of the instruction, so every row is distinct, as load_pool requires.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import importlib.util
 import io
+import json
 import os
 import platform
 import statistics
@@ -53,7 +55,7 @@ from selectllm_core.embed.projection import ProjectionParams, compute_projection
 from selectllm_core.pool.load import load_pool  # noqa: E402
 from selectllm_core.split import make_subsets, plan_budget  # noqa: E402
 from selectllm_core.store import Store  # noqa: E402
-from selectllm_core.studio import clusters, map_view, run_view  # noqa: E402
+from selectllm_core.studio import clusters, map_density, map_view, run_view  # noqa: E402
 
 SIGMA = 0.02
 
@@ -67,7 +69,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="rounds of the per-draw steps (medians)")
     p.add_argument("--baseline", default=None, help="git revision whose map module is timed beside the current one")
     p.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one)")
-    p.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium binary of the browser section")
+    p.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium binary of the browser sections")
+    p.add_argument("--browser-gib", type=float, default=8.0, help="browser section: stop Chromium above this memory")
     return p.parse_args()
 
 
@@ -97,6 +100,27 @@ def map_pool(folder: Path, n: int) -> tuple[object, np.ndarray]:
     pool = load_pool(frame, name=f"map bench {n}")
     assert len(pool.frame) == n, f"{n - len(pool.frame)} rows collided"
     return pool, jittered_pool(base, n, sigma=SIGMA, seed=0)
+
+
+def map_rows(folder: Path, n: int) -> pd.DataFrame:
+    """The rows of a pool of n distinct rows built from the real ones (as `map_pool`, without vectors)."""
+    first = list(dict.fromkeys(real_rows(folder)))
+    m = len(first)
+    instruction = [first[i % m][0] + ("" if i < m else f" (copy {i // m})") for i in range(n)]
+    frame = pd.DataFrame({"instruction": instruction, "input": [first[i % m][1] for i in range(n)]})
+    pool = load_pool(frame, name=f"map bench {n}")
+    assert len(pool.frame) == n, f"{n - len(pool.frame)} rows collided"
+    return pool.frame
+
+
+def clustered_layout(n: int, clusters: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster numbers (row i in cluster i mod k) and a 2-D layout of round clusters of varying spread, so the
+    density has dense cores and sparse fringes as a UMAP layout has."""
+    rng = np.random.default_rng(seed)
+    cluster = np.arange(n) % clusters
+    centres, spread = rng.uniform(-10, 10, size=(clusters, 2)), rng.uniform(0.2, 0.8, size=clusters)
+    coords = centres[cluster] + spread[cluster, None] * rng.standard_normal((n, 2))
+    return cluster, coords.astype(np.float32)
 
 
 # -- timing and tables ------------------------------------------------------------------------------
@@ -231,17 +255,17 @@ BROWSER_DRAW = """async (spec) => {
 }"""
 
 
-def browser_section(folder: Path, n: int, work: Path, rounds: int, chromium: str) -> str:
+def hover_section(folder: Path, n: int, work: Path, rounds: int, chromium: str) -> str:
     """plotly.js parse and draw time of the map figure in Chromium, by how much hover text it carries."""
     import plotly.io
     from playwright.sync_api import sync_playwright
     from plotly.offline import get_plotlyjs
 
-    pool, _ = map_pool(folder, n)
+    rows = map_rows(folder, n)
     coords = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
     # as many groups as the diverse split makes at the default budget: one cluster per subset slot
     groups = np.arange(n) % plan_budget(n, run_view.default_budget(n)).subset_size
-    frame = map_view.map_frame(pool.frame, coords, groups, None)
+    frame = map_view.map_frame(rows, coords, groups, None)
     variants = {"full hover labels": frame, "labels cut to 90 characters": frame.assign(
         hover=frame["instruction"].str.slice(0, 90).map(html.escape)), "no hover text": frame.assign(hover="")}
     specs = {k: plotly.io.to_json(map_view.map_figure(f)) for k, f in variants.items()}
@@ -261,6 +285,229 @@ def browser_section(folder: Path, n: int, work: Path, rounds: int, chromium: str
              "JSON.parse ms": f"{statistics.median(t[0] for t in runs):.0f}",
              "newPlot + frame ms": f"{statistics.median(t[1] for t in runs):.0f}"} for name, runs in times.items()]
     return table(rows) + f"\n\n{groups.max() + 1} traces (one per cluster), {n:,} points, WebGL."
+
+
+RENDER = """async (url) => {
+    const t0 = performance.now();
+    const text = await (await fetch(url)).text();
+    const t1 = performance.now();
+    const fig = JSON.parse(text);
+    const t2 = performance.now();
+    await Plotly.newPlot('plot', fig.data, fig.layout);
+    await new Promise((done) => requestAnimationFrame(() => done()));
+    return [t1 - t0, t2 - t1, performance.now() - t2];
+}"""
+# the event st.plotly_chart sends the server after a box: every selected point (without its trace) and the box
+LISTEN_BOX = """() => {
+    const gd = document.getElementById('plot');
+    window.__sel = null;
+    document.addEventListener('mousedown', () => { window.__down = performance.now(); }, {capture: true, once: true});
+    document.addEventListener('mouseup', () => { window.__up = performance.now(); }, {capture: true, once: true});
+    gd.on('plotly_selected', (ev) => {
+        if (!ev || !ev.range) return;
+        const t = performance.now();
+        const points = ev.points.map(p => ({curve_number: p.curveNumber, point_number: p.pointNumber,
+            point_index: p.pointIndex, x: p.x, y: p.y, customdata: p.customdata}));
+        const payload = JSON.stringify({selection: {points, point_indices: points.map(p => p.point_index),
+            box: [{xref: 'x', yref: 'y', x: ev.range.x, y: ev.range.y}], lasso: []}});
+        window.__sel = {drag: t - window.__down, release: t - window.__up, stringify: performance.now() - t, payload};
+    });
+    Plotly.relayout(gd, {dragmode: 'select'});
+}"""
+
+
+def _serve(folder: Path) -> tuple[object, str]:
+    """A local HTTP server for the figure files (a page cannot fetch file:// URLs); returns it and its URL."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def _figures(rows: pd.DataFrame, coords: np.ndarray, cluster: np.ndarray, work: Path) -> dict[str, dict]:
+    """Both renderers' figures of one pool, built and turned into JSON as st.plotly_chart does, on disk."""
+    import plotly.io
+    import plotly.tools
+
+    def to_json(fig: object) -> str:
+        return plotly.io.to_json(plotly.tools.return_figure_from_figure_or_data(fig, validate_figure=True),
+                                 validate=False)
+
+    out = {}
+    for name in ("plain", "large"):
+        if name == "plain":
+            build, fig = timed(lambda: map_view.map_figure(map_view.map_frame(rows, coords, cluster, None)))
+        else:
+            build, (fig, _) = timed(lambda: map_density.large_map_figure(rows, coords, cluster, None))
+        dump, spec = timed(lambda f=fig: to_json(f))
+        (work / f"{name}-{len(rows)}.json").write_text(spec)
+        out[name] = {"build": build, "json": dump, "MB": len(spec) / 1e6}
+        del fig, spec
+    return out
+
+
+def _descendants() -> list[int]:
+    """This process's descendants (Linux /proc): Playwright's driver and the browser it started."""
+    parent = {}
+    for entry in (e for e in os.listdir("/proc") if e.isdigit()):
+        try:
+            parent[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+    mine, grew = {os.getpid()}, True
+    while grew:
+        new = {pid for pid, up in parent.items() if up in mine} - mine
+        mine, grew = mine | new, bool(new)
+    return sorted(mine - {os.getpid()})
+
+
+def _proc(pid: int, name: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:
+        return b""
+
+
+def _rss(pid: int) -> int:
+    """Resident bytes of a process (0 once it is gone)."""
+    line = next((x for x in _proc(pid, "status").splitlines() if x.startswith(b"VmRSS:")), b"VmRSS: 0 kB")
+    return int(line.split()[1]) * 1024
+
+
+class Watchdog:
+    """Kills the browser when it holds more than `limit` bytes (a 1M-point selection took 19 GB on a shared
+    machine before it was stopped); remembers the peak and when it fired."""
+
+    def __init__(self, limit: float) -> None:
+        import threading
+
+        self.limit, self.peak, self.fired, self._stop = limit, 0, None, threading.Event()
+        self._start = time.perf_counter()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            pids = _descendants()
+            rss = sum(map(_rss, pids))
+            self.peak = max(self.peak, rss)
+            if rss > self.limit:
+                self.fired = time.perf_counter() - self._start
+                for pid in (p for p in pids if b"chromium" in _proc(p, "cmdline")):
+                    with contextlib.suppress(OSError):  # gone already
+                        os.kill(pid, 9)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _draw_and_select(page: object, url: str) -> dict:
+    """Render a figure in the open page, then drag a box over the middle 20 % x 30 % of the plot."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    out: dict = {}
+    try:
+        fetch, parse, plot = page.evaluate(RENDER, url)
+        out |= {"fetch": fetch, "parse": parse, "plot": plot}
+        page.evaluate(LISTEN_BOX)
+        box = page.locator("#plot .nsewdrag").first.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.40, box["y"] + box["height"] * 0.35)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.60, box["y"] + box["height"] * 0.65, steps=12)
+        page.mouse.up()
+        page.wait_for_function("() => window.__sel !== null", timeout=600_000)
+        out |= page.evaluate("() => window.__sel")
+        page.evaluate("() => Plotly.purge('plot')")
+    except PlaywrightError as exc:
+        out["failed"] = str(exc).splitlines()[0][:100]
+    return out
+
+
+def browser_section(folder: Path, sizes: list[int], work: Path, rounds: int, chromium: str, limit_gib: float) -> str:
+    """Time to first render and box-selection latency in Chromium: every point vs density + sample."""
+    from playwright.sync_api import sync_playwright
+    from plotly.offline import get_plotlyjs
+
+    (work / "plot.html").write_text("<html><body><div id='plot' style='width:1200px;height:560px'></div><script>"
+                                    + get_plotlyjs() + "</script></body></html>")
+    server, url = _serve(work)
+    out = []
+    for n in sizes:
+        rows = map_rows(folder, n)
+        cluster, coords = clustered_layout(n, plan_budget(n, run_view.default_budget(n)).subset_size)
+        for name, fig in _figures(rows, coords, cluster, work).items():
+            runs = []
+            with sync_playwright() as p:  # a fresh browser per figure: a crash or a full heap stays there
+                browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+                page = browser.new_page(viewport={"width": 1300, "height": 700})
+                page.set_default_timeout(600_000)
+                page.goto(f"{url}/plot.html")
+                guard = Watchdog(limit_gib * 2**30)
+                for _ in range(rounds):
+                    runs.append(_draw_and_select(page, f"{url}/{name}-{n}.json"))
+                    if "failed" in runs[-1]:
+                        break
+                guard.stop()
+                if guard.fired is None:
+                    browser.close()
+            row = _browser_row(n, name, fig, runs, guard, coords, rows["id"])
+            print("  " + " | ".join(str(v) for k, v in row.items() if not k.startswith("_")), flush=True)
+            out.append(row)
+    server.shutdown()
+    _add_ratios(out)
+    return table(out)
+
+
+def _browser_row(n: int, name: str, fig: dict, runs: list[dict], guard: Watchdog, coords: np.ndarray,
+                 ids: pd.Series) -> dict:
+    """One table row: medians of the rounds, the server's share of a selection timed here on the last event."""
+    row = {"rows": f"{n:,}", "renderer": "every point" if name == "plain" else "density + sample",
+           "figure build s": f"{fig['build']:.2f}", "figure to JSON s": f"{fig['json']:.2f}",
+           "JSON MB": f"{fig['MB']:.1f}", "browser peak GiB": f"{guard.peak / 2**30:.1f}"}
+    drawn = [r for r in runs if "plot" in r]
+    if not drawn:
+        why = (f"browser passed {guard.limit / 2**30:.0f} GiB {guard.fired:.0f} s in, stopped" if guard.fired
+               else runs[-1].get("failed", "?"))
+        return {**row, "first render s": f"not drawn: {why}", "_first": None}
+    med = {k: statistics.median(r[k] for r in drawn) for k in ("fetch", "parse", "plot")}
+    first = fig["build"] + fig["json"] + (med["fetch"] + med["parse"] + med["plot"]) / 1000
+    row |= {"fetch + parse ms": f"{med['fetch'] + med['parse']:.0f}", "newPlot + frame ms": f"{med['plot']:.0f}",
+            "first render s": f"{first:.1f}", "_first": first}
+    done = [r for r in runs if "payload" in r]
+    if not done:
+        why = (f"browser passed {guard.limit / 2**30:.0f} GiB {guard.fired:.0f} s in, stopped" if guard.fired
+               else runs[-1].get("failed", "?"))
+        return {**row, "box drag ms": f"not finished: {why}"}
+    med |= {k: statistics.median(r[k] for r in done) for k in ("drag", "release", "stringify")}
+    event = json.loads(done[-1]["payload"])
+    pick = (lambda: map_view.selected_ids(event)) if name == "plain" else \
+        (lambda: map_density.selected_rows(event, coords, ids))
+    to_rows, chosen = timed(pick)
+    select = (med["release"] + med["stringify"]) / 1000 + to_rows + fig["json"]
+    return {**row, "box drag ms": f"{med['drag']:.0f}", "release → plotly_selected ms": f"{med['release']:.0f}",
+            "event MB": f"{len(done[-1]['payload']) / 1e6:.1f}", "event → rows s": f"{to_rows:.2f}",
+            "rows selected": f"{len(chosen):,}", "selection s": f"{select:.1f}", "_select": select}
+
+
+def _add_ratios(rows: list[dict]) -> None:
+    """Every point / density + sample, per pool size, for the first render and the selection."""
+    for row in rows:
+        plain = next((r for r in rows if r["rows"] == row["rows"] and r["renderer"] == "every point"), {})
+        for key, col in (("_first", "first render: every point / this"), ("_select", "selection: every point / this")):
+            row[col] = f"{plain[key] / row[key]:.1f}x" if plain.get(key) and row.get(key) else "—"
+    for row in rows:
+        for key in ("_first", "_select"):
+            row.pop(key, None)
+        for col in ("fetch + parse ms", "newPlot + frame ms", "first render s", "box drag ms",
+                    "release → plotly_selected ms", "event MB", "event → rows s", "rows selected", "selection s"):
+            row.setdefault(col, "—")
 
 
 class _NoModel:
@@ -283,10 +530,14 @@ def main() -> None:
     if "projection" in sections:
         print(f"\n## Projection, {args.projection_rows:,} rows\n", flush=True)
         print(projection_section(folder, args.projection_rows, work), flush=True)
-    if "browser" in sections:
+    if "hover" in sections:
         n = max(args.rows)
         print(f"\n## Drawing {n:,} points in Chromium ({args.rounds} rounds)\n", flush=True)
-        print(browser_section(folder, n, work, args.rounds, args.chromium), flush=True)
+        print(hover_section(folder, n, work, args.rounds, args.chromium), flush=True)
+    if "browser" in sections:
+        print(f"\n## Every point vs density + sample in Chromium, {', '.join(f'{n:,}' for n in args.rows)} rows "
+              f"({args.rounds} rounds)\n", flush=True)
+        print(browser_section(folder, args.rows, work, args.rounds, args.chromium, args.browser_gib), flush=True)
     if "app" in sections:
         baseline = baseline_module(args.baseline) if args.baseline else None
         for n in args.rows:

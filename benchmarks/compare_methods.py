@@ -47,8 +47,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--budget", type=int, default=30)
     p.add_argument("--subset-size", type=int, default=20, help="SelectLLM candidates per query")
     p.add_argument("--max-input-chars", type=int, default=300, help="SelectLLM: cut long inputs in the prompt")
-    p.add_argument("--price-per-1k", type=float, default=0.001,
-                   help="USD per 1k tokens for the cost column (default: gpt-3.5-turbo-1106 input, as in the paper)")
     p.add_argument("--with-rating", action="store_true", help="also run AlpaGasus and SelectIT (slow locally)")
     p.add_argument("--workdir", default=None, help="workspace folder (default: a temporary one)")
     return p.parse_args()
@@ -101,7 +99,7 @@ def main() -> None:
                                                                   backend=backend).run_id))
         runs.append(timed("selectit", lambda: methods.run_method("selectit", pool, budget=budget, store=store,
                                                                  backend=backend).run_id))
-    result = compare.compare_runs(store, runs, embedder=embedder, cache=cache, price_per_1k=args.price_per_1k)
+    result = compare.compare_runs(store, runs, embedder=embedder, cache=cache)
     print(f"Pool: first {len(pool.frame)} rows of {args.file} (after dropping duplicates), budget {budget}; "
           f"SelectLLM: subsets of {args.subset_size}, bundled SmolLM2-135M (too small to judge quality).\n")
     print(compare.to_markdown(result))
