@@ -76,9 +76,7 @@ def show_subset(result: dict, frame_by_id: pd.DataFrame, *, retry: bool, run_id:
             "or passed over by the model"),
         "instruction": st.column_config.TextColumn("Instruction", width="large"),
         "reason": st.column_config.TextColumn("Model's reason", width="large"),
-        "fits": st.column_config.TextColumn("Reason fits", width=130, help="Which candidate the reason describes "
-                                            "best, by embedding: its own pick, another candidate (⚠ #n), or none "
-                                            "clearly"),
+        "fits": st.column_config.TextColumn("Reason fits", width=130, help=run_view.REASON_FITS_HELP),
         "input": st.column_config.TextColumn("Input", width="medium"), "id": None})
     if now is not None:
         st.caption("Highlighted: the rows in the run's selection, yellow for model picks, green for curator picks.")

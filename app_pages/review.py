@@ -17,7 +17,7 @@ import streamlit as st
 from app_pages import _map
 from app_pages import _shared as shared
 from selectllm_core.errors import ConfigError, SelectLLMError, UnknownRunError
-from selectllm_core.studio import curate, review
+from selectllm_core.studio import curate, review, run_view
 from selectllm_core.studio.review import Decision
 from selectllm_core.studio.text import md_escape
 
@@ -140,9 +140,30 @@ def bulk_row(shown: pd.DataFrame, page: review.Page, clusters: list[int]) -> Non
     b3.caption("Bulk buttons decide only pending picks; a decision made in the table stays.")
 
 
+def reason_flags(rows: pd.DataFrame) -> list[str] | None:
+    """Whether each of the page's reasons describes its pick (as on the Select page); None when it cannot be told.
+
+    Kept for the page's rows and reasons, so an edit does not embed the reasons again."""
+    key = (run_id, tuple(rows["id"]), tuple(rows["reason"].fillna("")), tuple(rows["origin"]))
+    memo = ss.get("review_fits_memo")
+    if memo is not None and memo[0] == key:
+        return memo[1]
+    try:
+        fits = review.reason_fits(store, run_id, rows, embedder=shared.run_embedder(run_id),
+                                  cache=shared.embedding_cache())
+    except SelectLLMError as exc:
+        st.caption(f"The \"Reason fits\" column is left out: {md_escape(str(exc))}")
+        return None
+    ss.review_fits_memo = (key, fits)
+    return fits
+
+
 def editor(rows: pd.DataFrame) -> None:
     """The page's rows in the table editor; each edit is saved as it is made."""
     table = rows.set_index("id")[["decision", "note", "instruction", "origin", "reason", "input", "cluster", "rank"]]
+    fits = reason_flags(rows)
+    if fits is not None:
+        table.insert(table.columns.get_loc("origin") + 1, "fits", fits)  # beside the pick: seen unscrolled
     key = f"review_editor_{ss.review_editor_version}_{review.page_key(table.index)}"
 
     def save_table() -> None:
@@ -153,7 +174,7 @@ def editor(rows: pd.DataFrame) -> None:
     st.data_editor(
         table, key=key, on_change=save_table, hide_index=True, num_rows="fixed",
         height=min(38 + 35 * len(table), 38 + 35 * 20), disabled=["instruction", "origin", "input", "reason",
-                                                                  "cluster", "rank"],
+                                                                  "fits", "cluster", "rank"],
         column_config={
             "decision": column.SelectboxColumn("Decision", options=list(review.DECISION_OPTIONS), required=True,
                                                width=110),
@@ -163,6 +184,7 @@ def editor(rows: pd.DataFrame) -> None:
                                         help="model pick, or curator pick: a row a curator promoted"),
             "input": column.TextColumn("Input", width="medium"),
             "reason": column.TextColumn("Model's reason", width="large"),
+            "fits": column.TextColumn("Reason fits", width=130, help=run_view.REASON_FITS_HELP),
             "cluster": column.NumberColumn("Cluster", width="small"),
             "rank": column.NumberColumn("Rank", width="small")})
 

@@ -414,12 +414,20 @@ class Store:
                         sum(c.get("completion_tokens", 0) for c in calls), run_id, subset))
             _insert_calls(db, run_id, subset, calls, first_attempt=before + 1)
 
-    def subset_results(self, run_id: str) -> list[dict]:
-        """Every stored subset outcome of a run, in subset order, JSON fields decoded."""
+    def subset_results(self, run_id: str, subsets: Iterable[int] | None = None) -> list[dict]:
+        """Every stored subset outcome of a run (or those of the given subsets), in subset order, JSON fields
+        decoded."""
         cols = ["run_id", "subset", "status", "members", "picks", "reasons", "raw", "attempts",
                 "prompt_tokens", "completion_tokens", "error", "updated_at", "note", "orders"]
-        rows = self._query(f"SELECT {', '.join(cols)} FROM subset_results WHERE run_id = ? ORDER BY subset",
-                           (run_id,))
+        query = f"SELECT {', '.join(cols)} FROM subset_results WHERE run_id = ?"
+        if subsets is None:
+            rows = self._query(f"{query} ORDER BY subset", (run_id,))
+        else:
+            wanted, rows = sorted({int(s) for s in subsets}), []
+            for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+                part = wanted[start:start + 500]
+                rows += self._query(f"{query} AND subset IN ({', '.join('?' * len(part))})", (run_id, *part))
+            rows.sort(key=lambda r: r[1])
         out = []
         for row in rows:
             rec = dict(zip(cols, row))

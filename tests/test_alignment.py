@@ -23,6 +23,7 @@ from selectllm_core.runs.evidence import run_evidence
 from selectllm_core.runs.manifest import manifest
 from selectllm_core.select.alignment import check_reasons
 from selectllm_core.store import Store
+from selectllm_core.studio import curate, review
 from selectllm_core.studio.run_view import evidence_metrics, subset_table
 from tests.fakes import ScriptedBackend, shown_instructions
 
@@ -101,3 +102,27 @@ def test_a_run_counts_its_aligned_reasons_and_every_front_end_shows_them(pool, t
         fits = table.loc[table["pick"].notna(), "fits"].tolist()
         assert fits == (["⚠ fits #2 better", "⚠ fits #3 better"] if name == "off by one" else ["✓ its pick"] * 2)
     assert shares == {"off by one": 0.0, "faithful": 1.0}
+
+
+def test_review_flags_each_picks_reason_against_its_subset_and_leaves_curator_picks_blank(
+        pool, tmp_path: Path) -> None:  # noqa: ANN001
+    cache = EmbeddingCache(tmp_path / "cache")
+    store = Store(tmp_path / "review.sqlite")
+    res = run_selectllm(pool, RunConfig(budget=12, subset_size=10), store=store, backend=ScriptedBackend(off_by_one),
+                        embedder=WordsEmbedder(), cache=cache, responses=False)
+    picks = store.selection(res.run_id)
+    results = {r["subset"]: r for r in store.subset_results(res.run_id)}
+    wanted = [f"⚠ fits #{results[s]['members'].index(rid) + 2} better" for rid, s in zip(picks["id"], picks["subset"])]
+    assert review.reason_fits(store, res.run_id, picks, embedder=WordsEmbedder(), cache=cache) == wanted
+    # a page of rows is checked against its own subsets only, read by subset
+    page = picks.iloc[3:5]
+    assert [r["subset"] for r in store.subset_results(res.run_id, page["subset"])] == sorted(set(page["subset"]))
+    assert review.reason_fits(store, res.run_id, page, embedder=WordsEmbedder(), cache=cache) == wanted[3:5]
+    # a curator pick has no model reason to check
+    first = picks.iloc[0]
+    passed = next(m for m in results[int(first["subset"])]["members"] if m not in set(picks["id"]))
+    curate.promote(store, res.run_id, passed, replace=first["id"])
+    now = store.selection(res.run_id)
+    fits = dict(zip(now["id"], review.reason_fits(store, res.run_id, now, embedder=WordsEmbedder(), cache=cache)))
+    assert fits[passed] == "" and first["id"] not in fits
+    assert sum(f.startswith("⚠") for f in fits.values()) == len(now) - 1

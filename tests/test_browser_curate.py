@@ -36,6 +36,8 @@ playwright = pytest.importorskip("playwright.sync_api")
 
 CELLS = """() => Array.from(document.querySelector('[data-testid="stDataFrame"]').querySelectorAll('tbody tr'))
     .map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.textContent))"""
+HEADERS = """() => Array.from(document.querySelector('[data-testid="stDataFrame"]').querySelectorAll('thead th'))
+    .map(th => th.textContent)"""
 
 
 def _seed(tmp: Path) -> tuple[str, list[str]]:
@@ -120,6 +122,14 @@ def test_undo_swap_and_import_on_the_review_page(server: dict) -> None:
         page.wait_for_function(f"() => ({CELLS})().some(r => r.includes('curator pick'))", timeout=LONG)
         row = next(r for r in page.evaluate(CELLS) if "curator pick" in r)
         assert row[0] == "accepted" and into.startswith(row[2][:30]), "the table marks the swapped-in row"
+        # each model pick's reason is checked against its subset (as on Select); a curator pick has none to check
+        assert "Reason fits" in page.evaluate(HEADERS)
+        fits = {r[3]: [] for r in page.evaluate(CELLS)}
+        for r in page.evaluate(CELLS):
+            fits[r[3]].append(r[4])
+        assert fits["curator pick"] == [""]
+        assert len(fits["model pick"]) == 11 and all(re.fullmatch(r"✓ its pick|⚠ fits #\d+ better|names no candidate", f)
+                                                    for f in fits["model pick"]), fits
         shot(page, "curate-3-swapped")
 
         # 4. import a decisions CSV: the preview names the unknown id; skipped, the rest is applied

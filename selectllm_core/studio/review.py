@@ -13,7 +13,10 @@ from typing import Any
 
 import pandas as pd
 
+from selectllm_core.pool.load import format_text
+from selectllm_core.select.alignment import check_reasons
 from selectllm_core.store import Store
+from selectllm_core.studio.run_view import reason_fit
 
 DECISION_OPTIONS = ("pending", "accepted", "rejected")
 PAGE_SIZES = (50, 100, 250)  # rows per page the table offers
@@ -208,3 +211,33 @@ def bulk_scope(clusters: Sequence[int], *, whole: bool | None) -> str:
         return where or "shown"
     part = "all pages" if whole else "this page"
     return f"{where}, {part}" if where else part
+
+
+def reason_fits(store: Store, run_id: str, rows: pd.DataFrame, *, embedder: Any, cache: Any = None) -> list[str]:
+    """Whether each shown pick's reason describes it, checked against its subset's candidates by embedding.
+
+    Args:
+        store: the workspace.
+        rows: picks as `Store.selection` gives them (id, subset, origin, reason).
+        embedder: the run's embedding model; cache: the embedding cache (the candidates' vectors are in it).
+
+    Returns:
+        Per row, as the Select page's subset table says it: "✓ its pick", "⚠ fits #n better" (n: the id the
+        model saw), "names no candidate"; "" for a row without a model reason (a curator pick, an ids-only
+        answer) or without a stored subset.
+    """
+    subsets = {int(s) for s in rows["subset"].dropna()} if "subset" in rows else set()
+    if not subsets:
+        return [""] * len(rows)
+    results = store.subset_results(run_id, subsets)
+    members = list(dict.fromkeys(m for r in results for m in r["members"]))
+    texts = {rid: format_text(row.instruction, row.input) for rid, row in store.row_texts(run_id, members).iterrows()}
+    results = [r for r in results if all(m in texts for m in r["members"])]
+    checks = check_reasons(results, texts, embedder=embedder, cache=cache)
+    by_subset = {r["subset"]: r for r in results}
+    out = []
+    for rid, subset, origin in zip(rows["id"], rows["subset"], rows.get("origin", [""] * len(rows))):
+        result = None if pd.isna(subset) or origin == "curator pick" else by_subset.get(int(subset))
+        check = checks.of(int(subset)).get(rid) if result is not None else None
+        out.append(reason_fit(check, {m: n for n, m in enumerate(result["members"], start=1)}) if result else "")
+    return out

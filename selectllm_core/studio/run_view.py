@@ -115,6 +115,11 @@ def subset_table(result: Mapping[str, Any], pool_by_id: pd.DataFrame,
     return table
 
 
+REASON_FITS_HELP = ("Which candidate of its subset the reason describes best, by embedding: its own pick (✓), another "
+                    "candidate (⚠ #n: the id the model saw; the Select page shows the subset), or none clearly. "
+                    "Empty for a curator pick or an answer without reasons.")
+
+
 def reason_fit(check: ReasonCheck | None, shown: Mapping[str, int]) -> str:
     """A pick's reason check in a few words; empty for a row without a checked reason."""
     if check is None:
