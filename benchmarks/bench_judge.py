@@ -15,7 +15,8 @@ shown in its order and then reversed.
 - picks at shown positions 1-2: share of picks the model took from the first two places shown (uniform 0.20;
   1.00 is a position picker);
 - unsafe prompt picked: 12 more subsets, each of 9 other Dolly rows and one `unsafe` XSTest prompt at a seeded
-  place, under the `low-toxicity` preset (shown once): share of subsets whose picks include it (random k / n);
+  place, under the `default` and the `low-toxicity` preset: share of subsets whose picks include it (random
+  k / n); per mode, the picks are those of the first P orders (Borda for P >= 2), as a run would make them;
 - s/call: mean wall seconds of a call when it was sent (an answer from the benchmark's response cache counts
   the time its call took).
 
@@ -23,7 +24,9 @@ shown in its order and then reversed.
 distinct orders (`select.orders.orders_of`: as shown, reversed, then seeded shuffles), split into two disjoint
 groups of P (orders 1, 3, 5, ... and 2, 4, 6, ...); each group's answers are aggregated with Borda counts
 (`select.orders.borda`) and the consistency is the agreement of the two groups' picks. P = 1 is the shown and
-the reversed order above. Larger P costs 2P calls per subset here (P in a run).
+the reversed order above. Larger P costs 2P calls per subset here (P in a run). The modes table also gives,
+per P, the share of the run's picks (Borda over orders 1..P) at positions 1-2 of the order first shown, the
+unsafe share under both presets, and s/subset: the measured seconds of the P calls a run makes per subset.
 
 Answers are kept in a response cache under benchmarks/.cache/judge (keyed by model file, prompt and schema, as a
 run's are), so a longer --orders list reuses the answers of a shorter one; --no-cache asks again.
@@ -110,12 +113,16 @@ class Tally:
     first_two: int = 0
     picks: int = 0
     sent_seconds: list[float] = field(default_factory=list)
+    view_seconds: dict[tuple[int, int], float] = field(default_factory=dict)  # every call of a (subset, view)
+    probe_answers: dict[tuple[str, int, int], list[str] | None] = field(default_factory=dict)
 
     def ask(self, backend: ChatBackend, shown: list[Candidate], *, subset: int, k: int, spec: PromptSpec,
-            count: bool = True) -> list[str] | None:
+            count: bool = True, view: tuple[int, int] | None = None) -> list[str] | None:
         """One request as a run makes it (shuffle off: `shown` is the order); its picks or None."""
         out = select_subset(backend, shown, subset=subset, k=k, prompt=spec, shuffle=False)
         self.sent_seconds += [c["elapsed"] for c in out.calls if c.get("ok") and np.isfinite(c["elapsed"])]
+        if view is not None:
+            self.view_seconds[view] = float(sum(c["elapsed"] for c in out.calls if np.isfinite(c["elapsed"])))
         if not count:
             return out.picks if out.status == "ok" else None
         self.requests += 1
@@ -163,20 +170,48 @@ def measure(label: str, backend: ChatBackend, plain: list[list[Candidate]], prob
         for j, view in enumerate(views):
             # P = 1's two orders count for validity and positions; the other views only feed the Borda modes
             tally.answers[s, j] = tally.ask(backend, [members[i] for i in view], subset=s, k=k, spec=spec,
-                                            count=j < 2)
+                                            count=j < 2, view=(s, j))
         print(f"  {label}: subset {s + 1}/{len(plain)} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    unsafe_hits, unsafe_ok = 0, 0
-    for s, members in enumerate(probes):
-        picks = tally.ask(backend, members, subset=1000 + s, k=k,
-                          spec=PromptSpec(careful.template, careful.answer_format), count=False)
-        if picks is not None:
-            unsafe_ok += 1
-            unsafe_hits += any(rid.startswith("unsafe-") for rid in picks)
+    for name, preset in (("default", default), ("low-toxicity", careful)):
+        probe_spec = PromptSpec(preset.template, preset.answer_format)
+        for s, members in enumerate(probes):
+            for j, view in enumerate(orders_of(len(members), max(orders), seed=[seed, 1000 + s])):
+                tally.probe_answers[name, s, j] = tally.ask(backend, [members[i] for i in view], subset=1000 + s,
+                                                            k=k, spec=probe_spec, count=False)
+            print(f"  {label}: {name} probe {s + 1}/{len(probes)} ({time.perf_counter() - started:.0f} s)",
+                  file=sys.stderr)
     n = len(plain[0])
-    modes = {p: consistency_of(tally, plain, p) for p in orders}
+    modes = {p: mode_numbers(tally, plain, probes, p, k=k) for p in orders}
+    unsafe = modes[1]["unsafe"]["low-toxicity"]
     return {"label": label, "tally": tally, "modes": modes, "n": n, "k": k,
-            "unsafe": (unsafe_hits / unsafe_ok) if unsafe_ok else None, "unsafe_ok": unsafe_ok,
-            "probes": len(probes)}
+            "unsafe": unsafe[0], "unsafe_ok": unsafe[1], "probes": len(probes)}
+
+
+def mode_numbers(tally: Tally, plain: list[list[Candidate]], probes: list[list[Candidate]], p: int, *,
+                 k: int) -> dict:
+    """One mode's numbers: consistency, position share and s/subset of the run's P orders, unsafe shares."""
+    first_two, picked, seconds = 0, 0, []
+    for s, members in enumerate(plain):
+        usable = [tally.answers[s, j] for j in range(p) if tally.answers.get((s, j))]
+        if usable:
+            run_picks = borda(usable, k) if p > 1 else usable[0]
+            shown = [c.row_id for c in members]  # view 0 is the subset as shown
+            first_two += sum(shown.index(rid) < 2 for rid in run_picks)
+            picked += len(run_picks)
+        spent = [tally.view_seconds.get((s, j), float("nan")) for j in range(p)]
+        if all(np.isfinite(spent)):
+            seconds.append(sum(spent))
+    unsafe = {}
+    for name in ("default", "low-toxicity"):
+        hits, answered = 0, 0
+        for s in range(len(probes)):
+            usable = [tally.probe_answers[name, s, j] for j in range(p) if tally.probe_answers.get((name, s, j))]
+            if usable:
+                answered += 1
+                hits += any(rid.startswith("unsafe-") for rid in (borda(usable, k) if p > 1 else usable[0]))
+        unsafe[name] = ((hits / answered) if answered else None, answered)
+    return {"consistency": consistency_of(tally, plain, p), "first_two": (first_two / picked) if picked else None,
+            "unsafe": unsafe, "seconds": float(np.mean(seconds)) if seconds else None}
 
 
 def consistency_of(tally: Tally, plain: list[list[Candidate]], p: int):  # noqa: ANN201 - a Consistency
@@ -218,22 +253,30 @@ def print_tables(rows: list[dict], orders: list[int], *, subsets: int, skipped: 
           f"(uniform {2 / n:.2f}) | unsafe prompt picked (random {chance:.2f}) | s/call |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        t, c = r["tally"], r["modes"][1]
+        t, c = r["tally"], r["modes"][1]["consistency"]
         consistency = f"{c.value:.2f} ({c.subsets} subsets)" if c.value is not None else "not measured"
         z = f"{c.z:.1f}" if c.value is not None and np.isfinite(c.z) else "—"
         unsafe = f"{r['unsafe']:.2f} ({r['unsafe_ok']}/{r['probes']} answered)" if r["unsafe"] is not None else "—"
         seconds = f"{np.mean(t.sent_seconds):.1f}" if t.sent_seconds else "cached"
         print(f"| {r['label']} | {t.usable}/{t.requests} ({t.usable / max(t.requests, 1):.2f}); {t.repairs} "
               f"repaired | {consistency} | {z} | {t.first_two / max(t.picks, 1):.2f} | {unsafe} | {seconds} |")
-    if len(orders) > 1:
-        print("\n| model | P (orders per subset) | order consistency of the Borda picks | z | subsets |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for r in rows:
-            for p in orders:
-                c = r["modes"][p]
-                value = f"{c.value:.2f}" if c.value is not None else "not measured"
-                z = f"{c.z:.1f}" if c.value is not None and np.isfinite(c.z) else "—"
-                print(f"| {r['label']} | {p} | {value} | {z} | {c.subsets} |")
+    print(f"\nPer mode (P = 1: the paper, one order; P >= 2: Borda over P orders). Random picks: consistency "
+          f"{chance:.2f}, positions 1–2 {2 / n:.2f}, unsafe {chance:.2f}.\n")
+    print("| model | mode | order consistency | z | run's picks at positions 1–2 | unsafe picked, default | "
+          "unsafe picked, low-toxicity | calls per subset | s/subset |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        for p in orders:
+            m = r["modes"][p]
+            c = m["consistency"]
+            value = f"{c.value:.2f}" if c.value is not None else "not measured"
+            z = f"{c.z:.1f}" if c.value is not None and np.isfinite(c.z) else "—"
+            pos = f"{m['first_two']:.2f}" if m["first_two"] is not None else "—"
+            unsafe = [f"{v:.2f} ({a}/{r['probes']})" if v is not None else "—" for v, a in
+                      (m["unsafe"]["default"], m["unsafe"]["low-toxicity"])]
+            seconds = f"{m['seconds']:.1f}" if m["seconds"] is not None else "cached"
+            mode = "paper, P = 1" if p == 1 else f"Borda, P = {p}"
+            print(f"| {r['label']} | {mode} | {value} | {z} | {pos} | {unsafe[0]} | {unsafe[1]} | {p} | {seconds} |")
     for line in skipped:
         print(f"\nSkipped {line}")
     print(f"\n{platform.machine()}, {os.cpu_count()} CPUs; load average {load[0]:.1f} before, {load[1]:.1f} after; "

@@ -165,3 +165,15 @@ def test_the_studio_keeps_serving_and_shows_the_crash(local: LocalLlamaBackend, 
     assert "SIGKILL" in errors, errors
     at.run()  # the studio keeps serving: the page draws again, and the run can be retried from it
     assert not at.exception and any(b.key == "select_retry_failed" for b in at.button)
+
+
+def test_a_local_call_reports_llama_cpps_own_time_and_reuses_the_prompt_it_has_read(local: LocalLlamaBackend) -> None:
+    messages = [{"role": "user", "content": "List three colours of the rainbow, comma-separated."}]
+    first = local.chat(messages, max_tokens=12)
+    assert first.engine_seconds is not None and 0 < first.engine_seconds <= first.elapsed
+    again = local.chat(messages + [{"role": "assistant", "content": first.text},
+                                   {"role": "user", "content": "And two more."}], max_tokens=12)
+    assert 0 < again.engine_seconds <= again.elapsed
+    # the conversation so far is in llama.cpp's cache: only the new turn is read again
+    timings = local._process().request("chat", messages=messages, kwargs={"max_tokens": 1, "temperature": 0.0})
+    assert timings["timings"]["prompt_n"] < first.prompt_tokens, timings["timings"]

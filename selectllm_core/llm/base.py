@@ -29,6 +29,9 @@ class ChatResult:
     answer_format: str | None = None
     cost: float | None = None  # money this call cost (None: not metered, or no price known); 0 when cached
     cached: bool = False  # the answer came from the response cache: no call was made
+    # Seconds the inference engine itself reported for reading the prompt and generating the answer (llama.cpp's
+    # timings); elapsed minus this is what the client, the grammar and the transport added. None: not reported.
+    engine_seconds: float | None = None
 
     def record(self) -> dict:
         """This answer as one entry of a unit's `calls` (what the ledger stores)."""

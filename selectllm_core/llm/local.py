@@ -133,7 +133,7 @@ class LocalLlamaBackend:
             kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
         start = time.perf_counter()
         response = self._process().request("chat", messages=messages, kwargs=kwargs)
-        usage = response.get("usage") or {}
+        usage, timings = response.get("usage") or {}, response.get("timings")
         return ChatResult(
             text=response["choices"][0]["message"].get("content") or "",
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
@@ -141,6 +141,7 @@ class LocalLlamaBackend:
             model=self._path().name,
             elapsed=time.perf_counter() - start,
             answer_format="json_schema" if json_schema is not None else "none",
+            engine_seconds=(timings["prompt_ms"] + timings["predicted_ms"]) / 1000 if timings else None,
         )
 
     def count_tokens(self, text: str) -> int:

@@ -167,13 +167,26 @@ def _load(config: dict) -> Any:
 
 
 def _chat(llm: Any, req: dict, n_ctx: int) -> dict:
+    import llama_cpp  # the worker process has it loaded already
+
+    # llama.cpp's context of the loaded model, for its own timings (None: a build that does not expose it)
+    ctx = getattr(getattr(llm, "_ctx", None), "ctx", None) if hasattr(llama_cpp, "llama_perf_context") else None
+    if ctx is not None:
+        llama_cpp.llama_perf_context_reset(ctx)
     try:
-        return llm.create_chat_completion(messages=req["messages"], **req["kwargs"])
+        response = llm.create_chat_completion(messages=req["messages"], **req["kwargs"])
     except ValueError as exc:
         if "exceed context window" in str(exc):
             raise PromptTooLong(f"the prompt does not fit the local model's context of {n_ctx} tokens ({exc}); "
                                 "use smaller subsets (--subset-size) or shorter inputs (--max-input-chars)") from None
         raise BackendError(f"the local model failed: {exc}") from None
+    if ctx is not None:
+        # llama.cpp's own time for this call, named as llama.cpp's server names it: reading the prompt (the tokens
+        # a cached prefix did not cover) and generating the answer
+        perf = llama_cpp.llama_perf_context(ctx)
+        response["timings"] = {"prompt_n": int(perf.n_p_eval), "prompt_ms": float(perf.t_p_eval_ms),
+                               "predicted_n": int(perf.n_eval), "predicted_ms": float(perf.t_eval_ms)}
+    return response
 
 
 def _top_logprobs(llm: Any, req: dict, n_ctx: int) -> dict[str, float]:
