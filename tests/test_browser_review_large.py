@@ -192,7 +192,7 @@ def test_review_of_10k_picks_pages_saves_an_edit_on_page_3_and_keeps_it(server: 
         drawn = _on_page(page, "Rows 201–300 of 10,000", first_of[3])
         assert page.evaluate(GRID_ROWS) == 100 and 15 <= len(drawn) <= 30  # the grid draws only what is visible
         assert page.get_by_role("spinbutton", name=re.compile("^Page")).input_value() == "3"
-        assert [r[4] for r in drawn[:3]] == ["pick 201", "pick 202", "pick 203"]  # the model's reason, by rank
+        assert [r[5] for r in drawn[:3]] == ["pick 201", "pick 202", "pick 203"]  # the model's reason, by rank
         map_before = page.evaluate(MAP_TRACES)
         page.evaluate("() => { window.__mapData = document.querySelector('.js-plotly-plot').data; }")
         shot(page, "review-10k-2-page-3")
@@ -223,7 +223,7 @@ def test_review_of_10k_picks_pages_saves_an_edit_on_page_3_and_keeps_it(server: 
         number.fill("3")
         number.press("Enter")
         drawn = _on_page(page, "Rows 201–300 of 10,000", first_of[3])
-        assert drawn[2][:2] == ["rejected", "duplicate of rank 17"] and drawn[2][4] == "pick 203"
+        assert drawn[2][:2] == ["rejected", "duplicate of rank 17"] and drawn[2][5] == "pick 203"
         assert {r[0] for i, r in enumerate(drawn) if i != 2} == {"pending"}
         shot(page, "review-10k-4-after-reload")
 
