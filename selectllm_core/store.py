@@ -423,9 +423,8 @@ class Store:
         if subsets is None:
             rows = self._query(f"{query} ORDER BY subset", (run_id,))
         else:
-            wanted, rows = sorted({int(s) for s in subsets}), []
-            for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
-                part = wanted[start:start + 500]
+            rows = []
+            for part in _chunks(sorted({int(s) for s in subsets})):
                 rows += self._query(f"{query} AND subset IN ({', '.join('?' * len(part))})", (run_id, *part))
             rows.sort(key=lambda r: r[1])
         out = []
@@ -564,8 +563,7 @@ class Store:
     def row_texts(self, run_id: str, row_ids: Iterable[str]) -> pd.DataFrame:
         """Instruction and input of some rows of a run's pool, indexed by id (rows not in the pool are left out)."""
         pool_id, ids, parts = self.get_run(run_id)["pool_id"], list(dict.fromkeys(row_ids)), []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+        for chunk in _chunks(ids):
             parts.append(self._frame(
                 "SELECT row_id AS id, instruction, input FROM pool_rows WHERE pool_id = ? AND row_id IN "
                 f"({', '.join('?' * len(chunk))})", (pool_id, *chunk)))
@@ -874,6 +872,12 @@ def _check_promotion(run_id: str, picks: dict[str, dict], candidates: Sequence[s
     if replace is not None and (replace not in picks or len(candidates) != 1):
         raise WorkspaceError(f"{replace} is not a pick of {run_id}, or more than one candidate was named to replace "
                              "it: swap one selected pick for one candidate.")
+
+
+def _chunks(values: list, size: int = 500) -> Iterator[list]:
+    """Consecutive slices of at most `size` values, for IN (...) lists within SQLite's bound-parameter limit."""
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 def _insert_calls(db: sqlite3.Connection, run_id: str, subset: int, calls: list[dict], *, first_attempt: int,

@@ -15,7 +15,7 @@ import pandas as pd
 
 from selectllm_core.pool.load import format_text
 from selectllm_core.select.alignment import check_reasons
-from selectllm_core.store import Store
+from selectllm_core.store import CURATOR_PICK, Store
 from selectllm_core.studio.run_view import reason_fit
 
 DECISION_OPTIONS = ("pending", "accepted", "rejected")
@@ -234,10 +234,11 @@ def reason_fits(store: Store, run_id: str, rows: pd.DataFrame, *, embedder: Any,
     texts = {rid: format_text(row.instruction, row.input) for rid, row in store.row_texts(run_id, members).iterrows()}
     results = [r for r in results if all(m in texts for m in r["members"])]
     checks = check_reasons(results, texts, embedder=embedder, cache=cache)
-    by_subset = {r["subset"]: r for r in results}
+    shown = {r["subset"]: {m: n for n, m in enumerate(r["members"], start=1)} for r in results}  # the ids seen
     out = []
-    for rid, subset, origin in zip(rows["id"], rows["subset"], rows.get("origin", [""] * len(rows))):
-        result = None if pd.isna(subset) or origin == "curator pick" else by_subset.get(int(subset))
-        check = checks.of(int(subset)).get(rid) if result is not None else None
-        out.append(reason_fit(check, {m: n for n, m in enumerate(result["members"], start=1)}) if result else "")
+    for rid, subset, origin in zip(rows["id"], rows["subset"], rows["origin"]):
+        if pd.isna(subset) or origin == CURATOR_PICK or int(subset) not in shown:
+            out.append("")
+        else:
+            out.append(reason_fit(checks.of(int(subset)).get(rid), shown[int(subset)]))
     return out
