@@ -55,6 +55,24 @@ def _rows(path: Path) -> Iterator[dict]:
                 yield json.loads(line)
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """Every row of one gzip JSONL file."""
+    return list(_rows(path))
+
+
+def command_line(script: str, argv: list[str]) -> str:
+    """A benchmark's command as run, for its printed table: the data folder as DIR and a GGUF file as FILE.gguf
+    (no machine's path goes into the README)."""
+    out, skip = [f"python benchmarks/{script}", "--data DIR"], False
+    for a in argv:
+        if skip or a.startswith("--data"):
+            skip = a == "--data"
+            continue
+        label, _, path = a.partition("=")
+        out.append(f"{label}=FILE.gguf" if path.endswith(".gguf") else a)
+    return " ".join(out)
+
+
 def load_texts(folder: Path) -> list[str]:
     """Embedding texts of every instruction in SOURCES, in file order (duplicates kept)."""
     texts: list[str] = []

@@ -35,7 +35,6 @@ run's are), so a longer --orders list reuses the answers of a shorter one; --no-
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -49,7 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchmarks._data import data_dir  # noqa: E402
+from benchmarks._data import command_line, data_dir, read_jsonl  # noqa: E402
 from selectllm_core.engines.meter import Meter  # noqa: E402
 from selectllm_core.llm import ChatBackend, ChatResult, LocalLlamaBackend, backend_identity  # noqa: E402
 from selectllm_core.llm.cache import ResponseCache, request_key  # noqa: E402
@@ -77,11 +76,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-unsafe", action="store_true", help="skip the XSTest measurement")
     p.add_argument("--no-cache", action="store_true", help="ask every request again (default: reuse answers)")
     return p.parse_args()
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
 
 
 def build_subsets(folder: Path, *, subsets: int, n: int, seed: int) -> tuple[list[list[Candidate]], list[list[Candidate]]]:
@@ -303,20 +297,8 @@ def main() -> None:
             rows.append(measure(label, timed, plain, probes, k=args.k, orders=orders, seed=args.seed))
     finally:
         stop_model_processes()
-    print_tables(rows, orders, subsets=len(plain), skipped=skipped, command=command_line(sys.argv[1:]),
+    print_tables(rows, orders, subsets=len(plain), skipped=skipped, command=command_line("bench_judge.py", sys.argv[1:]),
                  load=(load_before, os.getloadavg()[0]), seed=args.seed)
-
-
-def command_line(argv: list[str]) -> str:
-    """The command as run, with the data folder as DIR (no machine's path goes into the README)."""
-    out, skip = ["python benchmarks/bench_judge.py", "--data DIR"], False
-    for a in argv:
-        if skip or a.startswith("--data"):
-            skip = a == "--data"
-            continue
-        label, _, path = a.partition("=")
-        out.append(f"{label}=FILE.gguf" if path.endswith(".gguf") else a)  # an --extra file: no machine path
-    return " ".join(out)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ run asks them, so llama.cpp's cache reuses the prompt prefix they share.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import platform
 import statistics
@@ -35,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchmarks._data import data_dir  # noqa: E402
+from benchmarks._data import command_line, data_dir, read_jsonl  # noqa: E402
 from selectllm_core.llm import LocalLlamaBackend  # noqa: E402
 from selectllm_core.llm.local import stop_model_processes  # noqa: E402
 from selectllm_core.llm.models import LOCAL_MODELS, is_installed, model_path  # noqa: E402
@@ -56,8 +54,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def subsets(folder: Path, *, count: int, n: int, seed: int) -> list[list[Candidate]]:
-    with gzip.open(folder / "dolly_alpagasus_3k.jsonl.gz", "rt", encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle]
+    rows = read_jsonl(folder / "dolly_alpagasus_3k.jsonl.gz")
     order = np.random.default_rng(seed).permutation(len(rows))
     cands = [Candidate(f"dolly-{i}", rows[i]["instruction"], rows[i].get("input") or "") for i in order]
     return [cands[s * n:(s + 1) * n] for s in range(count)]
@@ -122,9 +119,7 @@ def main() -> None:
     groups = subsets(data_dir(args.data), count=args.subsets, n=args.n, seed=args.seed)
     before = os.getloadavg()[0]
     rows = [measure(name, groups, k=args.k, free=args.free) for name in names]
-    argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--data" and (i == 0 or sys.argv[i] != "--data")]
-    print_table(rows, command=" ".join(["python benchmarks/bench_local_call.py --data DIR", *argv]),
-                load=(before, os.getloadavg()[0]))
+    print_table(rows, command=command_line("bench_local_call.py", sys.argv[1:]), load=(before, os.getloadavg()[0]))
 
 
 if __name__ == "__main__":
