@@ -387,13 +387,18 @@ class Store:
             (before,) = db.execute(
                 "SELECT COALESCE(MAX(attempt), 0) FROM calls WHERE run_id = ? AND subset = ?", (run_id, subset)
             ).fetchone()
+            # a scored subset (SelectLLM's score aggregation) keeps the passes' calls and tokens in its totals
+            earlier = db.execute(
+                "SELECT attempts, prompt_tokens, completion_tokens FROM subset_results WHERE run_id = ? AND "
+                "subset = ? AND status = 'scored'", (run_id, subset)).fetchone() or (0, 0, 0)
             db.execute(
                 "INSERT OR REPLACE INTO subset_results (run_id, subset, status, members, picks, reasons, raw, "
                 "attempts, prompt_tokens, completion_tokens, error, updated_at, note, orders) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, subset, status, json.dumps(members), json.dumps(picks),
                  json.dumps(reasons, ensure_ascii=False), json.dumps(raw, ensure_ascii=False),
-                 len(calls), p_tok, c_tok, error, _now(), note, json.dumps(orders) if orders else None),
+                 len(calls) + earlier[0], p_tok + earlier[1], c_tok + earlier[2], error, _now(), note,
+                 json.dumps(orders) if orders else None),
             )
             _insert_calls(db, run_id, subset, calls, first_attempt=before + 1)
 

@@ -8,6 +8,7 @@ with real signals while it answers, through the Python API, the `selectllm` comm
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -177,3 +178,23 @@ def test_a_local_call_reports_llama_cpps_own_time_and_reuses_the_prompt_it_has_r
     # the conversation so far is in llama.cpp's cache: only the new turn is read again
     timings = local._process().request("chat", messages=messages, kwargs={"max_tokens": 1, "temperature": 0.0})
     assert timings["timings"]["prompt_n"] < first.prompt_tokens, timings["timings"]
+
+
+def test_a_score_pass_gives_every_id_a_probability_from_one_read_of_the_prompt(local: LocalLlamaBackend) -> None:
+    from selectllm_core.select.prompts import PRESETS, render, score_prefill
+
+    rows = [(f"Explain how {topic} works.", "") for topic in (
+        "a bicycle", "rain", "a vaccine", "a loan", "a compiler", "tides", "a refrigerator", "an election",
+        "photosynthesis", "a bridge", "a market")]
+    messages = [{"role": "user", "content": render(PRESETS["default"].template, rows, k=2)}]
+    ids = [str(i) for i in range(1, 12)]
+    first = local.score_ids(messages, prefill=score_prefill("json"), ids=ids)
+    assert set(first.logprobs) == set(ids)
+    assert sum(math.exp(v) for v in first.logprobs.values()) == pytest.approx(1.0, abs=1e-6)
+    # "1" of "10" and "11": the id 1 keeps only the answers that stop after it, so 10 and 11 are scored apart
+    assert first.logprobs["10"] != first.logprobs["11"] and 0 < first.mass <= 1
+    assert first.completion_tokens == 0 and 0 < first.engine_seconds <= first.elapsed
+    again = local.score_ids(messages, prefill=score_prefill("json"), ids=ids)
+    # the cached prompt's last token is read again on its own, so the quantised kernels round a little differently
+    assert again.logprobs == pytest.approx(first.logprobs, abs=0.2)
+    assert again.engine_seconds < first.engine_seconds / 5, "the prompt it has read is not read again"

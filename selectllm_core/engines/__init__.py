@@ -97,13 +97,14 @@ def record(store: Store, run_id: str, o: UnitOutcome, counts: dict, meter: Meter
     store.save_subset_result(run_id, o.subset, status=o.status, members=o.members, picks=o.picks,
                              reasons=o.reasons, raw=o.raw, calls=o.calls, error=o.error, note=o.note,
                              orders=o.orders)
-    counts[o.status] += 1
+    counts[o.status] = counts.get(o.status, 0) + 1
     counts["called"] += len(o.calls)
 
 
 def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *, executor: Executor,
               progress: StageProgress | None = None, stage: str = "select", what: str = "subsets",
-              stop_after: int = MAX_CONSECUTIVE_ERRORS, meter: Meter | None = None) -> dict:
+              stop_after: int = MAX_CONSECUTIVE_ERRORS, meter: Meter | None = None,
+              done: set[int] | None = None) -> dict:
     """Run every unit that has no final outcome yet, storing each outcome as it arrives.
 
     Args:
@@ -119,6 +120,8 @@ def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *
         stop_after: consecutive "error" outcomes that stop the run.
         meter: the run's cache, prices and cap (the executor's backend goes through it); each call is recorded
             with its cost, and a reached cap stops new units.
+        done: the units not to run (None: those with a final outcome in the workspace). A second stage over
+            the same units passes its own (SelectLLM's score aggregation: the scored subsets).
 
     Returns:
         Counts of outcomes in this call: {"ok", "failed", "error", "skipped", "called"}.
@@ -130,10 +133,11 @@ def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *
             command with a higher cap resumes it).
         RunStopped: the meter's cancel event was set (the curator's Stop); the run is interrupted and resumes.
     """
-    done = store.done_subsets(run_id)
+    done = store.done_subsets(run_id) if done is None else done
     todo = [(i, units[i]) for i in sorted(units) if i not in done]
     counts = dict.fromkeys((*STATUSES, "called"), 0)
     total, finished, streak = len(units), len(done & set(units)), 0
+    settled = finished  # units with a final outcome (an "error" one is asked again on resume)
     stopping, last_error = False, None
     if meter is not None:
         meter.spent_before = store.usage(run_id)["cost"]
@@ -148,6 +152,7 @@ def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *
             for o in outcomes:  # after a stop, the units still in flight arrive here too and are kept
                 record(store, run_id, o, counts, meter)
                 finished += 1
+                settled += o.status != "error"
                 streak = streak + 1 if o.status == "error" else 0
                 if progress:
                     progress(stage, finished, total)
@@ -158,7 +163,7 @@ def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *
         raise
     if capped():
         store.set_run_status(run_id, "interrupted")
-        left = total - len(store.done_subsets(run_id) & set(units))
+        left = total - settled
         if meter.tripped is None:
             raise RunStopped(f"Stopped on request: {total - left} of {total} {what} are done, {left} left. Resume "
                              f"the run (or run the same command again) to continue: finished {what} are kept.")

@@ -12,6 +12,7 @@ else 3 characters a token, more than English text needs) plus the full answer le
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -20,8 +21,8 @@ from typing import Any
 
 from selectllm_core.embed.cache import default_cache_dir
 from selectllm_core.errors import ConfigError, RunStopped, SpendCapReached
-from selectllm_core.llm import ChatBackend, ChatResult, backend_identity
-from selectllm_core.llm.cache import CachedAnswer, ResponseCache, request_key
+from selectllm_core.llm import ChatBackend, ChatResult, ScoreResult, backend_identity
+from selectllm_core.llm.cache import CachedAnswer, ResponseCache, request_key, score_key
 from selectllm_core.llm.prices import Price, money, price_for
 from selectllm_core.store import Store
 
@@ -169,6 +170,8 @@ class MeteredBackend:
     def __getattr__(self, name: str) -> Any:
         if name == "top_logprobs" and hasattr(self.inner, "top_logprobs"):
             return self._top_logprobs
+        if name == "score_ids" and hasattr(self.inner, "score_ids"):
+            return self._score_ids
         return getattr(self.inner, name)  # context_window, n_ctx, supports_logprobs, count_tokens_many, ...
 
     def describe(self) -> dict:
@@ -220,3 +223,26 @@ class MeteredBackend:
             self.meter.sent += 1
             self.meter.spent += reserved
         return out
+
+    def _score_ids(self, messages: list[dict], *, prefill: str, ids: list[str]) -> ScoreResult:
+        """One score pass (`score_ids`), from the cache when asked before, else within the cap."""
+        self.meter.check_cancel()
+        cache, key = self.meter.cache, None
+        if cache is not None:
+            key = score_key(self._identity, messages, prefill=prefill, ids=ids)
+            hit = cache.get(key) if self.meter.read_cache else None
+            if hit is not None:
+                self.meter.hit()
+                got = json.loads(hit.text)
+                return ScoreResult(got["logprobs"], hit.prompt_tokens, hit.model, 0.0, mass=got.get("mass"),
+                                   cost=0.0, cached=True)
+        reserved = self.meter.reserve(self._prompt_bound(messages), 1)
+        result = None
+        try:
+            result = self.inner.score_ids(messages, prefill=prefill, ids=ids)
+        finally:
+            self.meter.settle(reserved, result)
+        if key is not None:
+            cache.put(key, CachedAnswer(json.dumps({"logprobs": result.logprobs, "mass": result.mass}),
+                                        result.prompt_tokens, 0, result.model, "scores"))
+        return result

@@ -15,8 +15,10 @@ from selectllm_core.llm.base import (
     LOCAL_N_CTX,
     ChatBackend,
     ChatResult,
+    ScoreResult,
     backend_identity,
     bundled_model_path,
+    can_score,
     top_logprobs_of,
 )
 from selectllm_core.llm.local import LocalLlamaBackend
@@ -81,6 +83,7 @@ def make_backend(
 __all__ = [
     "ChatBackend",
     "ChatResult",
+    "ScoreResult",
     "LocalLlamaBackend",
     "BUNDLED_MODEL_FILE",
     "LOCAL_N_CTX",
@@ -90,6 +93,7 @@ __all__ = [
     "OpenAICompatibleBackend",
     "backend_identity",
     "bundled_model_path",
+    "can_score",
     "local_model",
     "make_backend",
     "top_logprobs_of",

@@ -40,13 +40,38 @@ class ChatResult:
                 "cached": self.cached, "model": self.model}
 
 
+@dataclass
+class ScoreResult:
+    """One score pass: the log probability of each answer id at the first answer slot, and what it cost.
+
+    No answer is generated: the model reads the prompt and the begun answer (`prefill`) once.
+    """
+
+    logprobs: dict[str, float]  # id -> natural-log probability, normalised over the ids asked
+    prompt_tokens: int
+    model: str
+    elapsed: float
+    mass: float | None = None  # the probability the model gave the ids at all, before normalising (None: unknown)
+    cost: float | None = None
+    cached: bool = False
+    engine_seconds: float | None = None
+    completion_tokens: int = 0  # nothing is generated (the meter prices prompt and answer tokens alike)
+
+    def record(self) -> dict:
+        """This pass as one entry of a unit's `calls`."""
+        return {"ok": True, "prompt_tokens": self.prompt_tokens, "completion_tokens": 0, "elapsed": self.elapsed,
+                "answer_format": "scores", "cost": self.cost, "cached": self.cached, "model": self.model}
+
+
 @runtime_checkable
 class ChatBackend(Protocol):
     """What the selection runner needs from a chat model.
 
     Optional extras, not part of the protocol so that simple fakes stay simple:
     ``top_logprobs(messages, *, n=20) -> dict[str, float]`` (log probabilities of the first answer
-    token, for SelectIT) and ``supports_logprobs: bool | None`` (None: unknown until tried).
+    token, for SelectIT), ``score_ids(messages, *, prefill, ids) -> ScoreResult`` (the log probability of
+    each answer id after a begun answer, for SelectLLM's score aggregation) and ``supports_logprobs: bool | None``
+    (None: unknown until tried).
     Call them through ``top_logprobs_of``, which raises CapabilityError when they are missing.
     """
 
@@ -99,6 +124,12 @@ def top_logprobs_of(backend: ChatBackend, messages: list[dict], *, n: int = 20) 
             "use the local model or an OpenAI-compatible server that supports logprobs"
         )
     return method(messages, n=n)
+
+
+def can_score(backend: ChatBackend) -> bool:
+    """Whether the backend scores answer ids (`score_ids`): the local model does; chat-only servers do not."""
+    inner = getattr(backend, "inner", backend)
+    return callable(getattr(inner, "score_ids", None))
 
 
 def bundled_model_path() -> Path:

@@ -50,6 +50,12 @@ def request_key(identity: dict, messages: list[dict], *, json_schema: dict | Non
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def score_key(identity: dict, messages: list[dict], *, prefill: str, ids: list[str]) -> str:
+    """The cache key of one score pass (`score_ids`): the conversation, the begun answer and the ids scored."""
+    return request_key(identity, [*messages, {"role": "assistant", "content": prefill}],
+                       json_schema={"score_ids": list(ids)}, temperature=0.0, max_tokens=0)
+
+
 class ResponseCache:
     """Stored answers in `<folder>/responses.sqlite`; safe between threads and between processes (WAL).
 

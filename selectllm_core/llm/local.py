@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from selectllm_core.errors import BackendUnavailable
-from selectllm_core.llm.base import BUNDLED_MODEL_FILE, LOCAL_N_CTX, ChatResult, bundled_model_path
+from selectllm_core.llm.base import BUNDLED_MODEL_FILE, LOCAL_N_CTX, ChatResult, ScoreResult, bundled_model_path
 from selectllm_core.llm.models import DEFAULT_LOCAL_MODEL, resolve
 from selectllm_core.llm.worker import ModelProcess
 
@@ -164,3 +164,22 @@ class LocalLlamaBackend:
             Token text -> natural-log probability, most likely first.
         """
         return dict(self._process().request("top_logprobs", messages=messages, n=n))
+
+    def score_ids(self, messages: list[dict], *, prefill: str, ids: list[str]) -> ScoreResult:
+        """Log probabilities of each id as the first answer, after the answer is begun with `prefill`.
+
+        Args:
+            messages: The conversation (rendered with the model's chat template).
+            prefill: The start of the assistant's answer, e.g. "[" for an ids-only answer.
+            ids: The answer ids to score, e.g. ["1", .., "10"].
+
+        Returns:
+            A ScoreResult (one forward pass; no grammar, nothing generated).
+        """
+        start = time.perf_counter()
+        got = self._process().request("score_ids", messages=messages, prefill=prefill, ids=list(ids))
+        timings = got.get("timings")
+        return ScoreResult(logprobs={str(k): float(v) for k, v in got["logprobs"].items()},
+                           prompt_tokens=int(got["prompt_tokens"]), model=self._path().name,
+                           elapsed=time.perf_counter() - start, mass=got.get("mass"),
+                           engine_seconds=(timings["prompt_ms"] + timings["predicted_ms"]) / 1000 if timings else None)

@@ -212,6 +212,85 @@ def _top_logprobs(llm: Any, req: dict, n_ctx: int) -> dict[str, float]:
     return out
 
 
+def _chat_prompt(llm: Any, messages: list[dict]) -> str:
+    """The conversation as the model's own chat template renders it, ready for the assistant's answer."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = (getattr(llm, "metadata", None) or {}).get("tokenizer.chat_template")
+    if not template:
+        raise CapabilityError("this model file carries no chat template, so its answers cannot be scored; "
+                              "use a chat (instruct) GGUF model")
+
+    def text(token: int) -> str:
+        return llm._model.token_get_text(token) if token != -1 else ""
+
+    formatter = Jinja2ChatFormatter(template=template, eos_token=text(llm.token_eos()),
+                                    bos_token=text(llm.token_bos()), stop_token_ids=[llm.token_eos()])
+    return formatter(messages=messages).prompt
+
+
+def _score_ids(llm: Any, req: dict, n_ctx: int) -> dict:
+    """Log probabilities of each id as the first answer, after the assistant's answer is begun with `prefill`.
+
+    One forward pass over the prompt, plus one token for each id that shares its first tokens with another
+    (with digit-by-digit tokenizers, "1" of "10"..). An id that is a prefix of another (1 of 10) keeps only the
+    probability that the answer stops there. The probabilities are normalised over the ids asked.
+    """
+    import llama_cpp
+
+    ctx = getattr(getattr(llm, "_ctx", None), "ctx", None) if hasattr(llama_cpp, "llama_perf_context") else None
+    if ctx is not None:
+        llama_cpp.llama_perf_context_reset(ctx)
+    head = _chat_prompt(llm, req["messages"]) + req["prefill"]
+    ids = [str(i) for i in req["ids"]]
+    seqs = {i: tuple(llm.tokenize((head + i).encode("utf-8"), add_bos=False, special=True)) for i in ids}
+    first = min(len(s) for s in seqs.values())
+    common = next((j for j in range(first) if len({s[j] for s in seqs.values()}) > 1), first)
+    if any(len(s) == common for s in seqs.values()) and len(set(seqs.values())) < len(ids):
+        raise CapabilityError("two answer ids tokenize the same for this model, so they cannot be told apart")
+    if max(len(s) for s in seqs.values()) >= n_ctx:
+        raise PromptTooLong(f"the prompt does not fit the local model's context of {n_ctx} tokens; use smaller "
+                            "subsets (--subset-size) or shorter inputs (--max-input-chars)")
+    scored: dict[tuple, np.ndarray] = {}
+
+    def next_logprobs(prefix: tuple) -> np.ndarray:
+        if prefix not in scored:
+            captured: list[np.ndarray] = []
+
+            def capture(_input_ids: Any, logits: Any) -> Any:
+                if not captured:
+                    captured.append(np.array(logits, dtype=np.float64))
+                return logits
+
+            # llama-cpp-python reuses the tokens it has already read, so a longer prefix costs its new tokens only
+            llm.create_completion(prompt=list(prefix), max_tokens=1, temperature=0.0, logits_processor=[capture])
+            if not captured:
+                raise CapabilityError("llama.cpp returned no next-token scores for this model")
+            z = captured[0]
+            scored[prefix] = z - (z.max() + np.log(np.exp(z - z.max()).sum()))
+        return scored[prefix]
+
+    out: dict[str, float] = {}
+    for i, seq in seqs.items():
+        total = 0.0
+        for j in range(common, len(seq)):
+            total += float(next_logprobs(seq[:j])[seq[j]])
+        # the ids whose tokens continue past this one (10..19 after 1): the answer must stop here to be this id
+        longer = {s[len(seq)] for s in seqs.values() if len(s) > len(seq) and s[: len(seq)] == seq}
+        if longer:
+            rest = next_logprobs(seq)
+            total += float(np.log(max(1e-12, 1.0 - float(np.exp(rest[sorted(longer)]).sum()))))
+        out[i] = total
+    norm = float(np.logaddexp.reduce(list(out.values())))
+    result = {"logprobs": {i: v - norm for i, v in out.items()}, "prompt_tokens": len(seqs[ids[0]]),
+              "mass": float(np.exp(norm))}
+    if ctx is not None:
+        perf = llama_cpp.llama_perf_context(ctx)
+        result["timings"] = {"prompt_n": int(perf.n_p_eval), "prompt_ms": float(perf.t_p_eval_ms),
+                             "predicted_n": int(perf.n_eval), "predicted_ms": float(perf.t_eval_ms)}
+    return result
+
+
 def _handle(llm: Any, req: dict, n_ctx: int) -> Any:
     op = req["op"]
     if op == "chat":
@@ -220,6 +299,8 @@ def _handle(llm: Any, req: dict, n_ctx: int) -> Any:
         return [len(llm.tokenize(t.encode("utf-8"), add_bos=False, special=False)) for t in req["texts"]]
     if op == "top_logprobs":
         return _top_logprobs(llm, req, n_ctx)
+    if op == "score_ids":
+        return _score_ids(llm, req, n_ctx)
     raise BackendError(f"unknown request {op!r}")
 
 

@@ -22,7 +22,7 @@ from selectllm_core.engines import StageProgress, UnitOutcome, executor_for
 from selectllm_core.engines.meter import CacheChoice, Meter, response_cache
 from selectllm_core.engines.ray import embed_texts_with_ray  # ray itself loads only when used
 from selectllm_core.errors import BackendError, ConfigError
-from selectllm_core.llm import ChatBackend, backend_identity, make_backend
+from selectllm_core.llm import ChatBackend, backend_identity, can_score, make_backend
 from selectllm_core.llm.prices import price_for
 from selectllm_core.methods.base import Method, MethodResult, Param
 from selectllm_core.pool.load import Pool, load_pool, sample_pool
@@ -30,6 +30,7 @@ from selectllm_core.select.context import subset_cap
 from selectllm_core.select.listwise import Candidate, PromptSpec, ask_one, execute, finalize
 from selectllm_core.select.orders import CHECK, MAX_ORDERS, VOTE, Consistency, check_sample, run_consistency
 from selectllm_core.select.prompts import PRESETS, check, load_template
+from selectllm_core.select.scores import AGGREGATIONS, execute_scores
 from selectllm_core.select.spend import SpendEstimate, estimate_spend, subset_requests
 from selectllm_core.split import STRATEGIES, BudgetPlan, SubsetPlan, make_subsets, plan_budget
 from selectllm_core.split.budget import replan
@@ -53,6 +54,11 @@ PARAMS = (
     Param("orders", int, 1, "Show each subset in this many orders and aggregate the picks with Borda counts, "
           "against position bias (1: once, as the paper; P orders cost P times the calls). Gives the run's order "
           f"consistency. At most {MAX_ORDERS}.", min=1, max=MAX_ORDERS),
+    Param("aggregation", str, "borda", "How the orders' answers become picks. borda: every order is a generated "
+          "answer with reasons, and Borda counts combine them. scores: every order is a one-token score pass (no "
+          "generation), each id's probability is divided by the probability the run's passes give its position, "
+          "and one reasoned call per subset explains the best-scored picks (P score passes + 1 call; needs a "
+          "backend that scores answer tokens: the local model).", choices=AGGREGATIONS, setting=True),
     Param("check_orders", int, 0, "With one order: ask this many sampled subsets again in reversed order, to "
           "measure order consistency (N more calls; the picks stay the paper's).", min=0),
     Param("max_input_chars", int, None, "Cut each input to this many characters in the prompt (saves tokens on "
@@ -83,6 +89,7 @@ class RunConfig:
     max_input_chars: int | None = None
     embed_model: str | None = None
     sample: int | None = None
+    aggregation: str = "borda"
 
     def params(self) -> dict:
         """The method's parameters (everything but the budget), as the registry declares them."""
@@ -156,7 +163,7 @@ def estimate(pool: Pool, config: RunConfig, *, backend: ChatBackend, store: Stor
     spend = estimate_spend(requests, backend=backend, price=price_for(backend.describe(), store.prices()),
                            answer_format=answer_format, max_tokens=config.max_tokens,
                            cache=response_cache(responses), exact=exact, rounds=budget_plan.rounds,
-                           orders=config.orders)
+                           orders=config.orders, aggregation=config.aggregation)
     return budget_plan, split, spend
 
 
@@ -174,8 +181,9 @@ def run_id_of(pool: Pool, config: RunConfig, backend: ChatBackend, *, budget_pla
     extra = {"subset_cap": budget_plan.subset_size} if budget_plan.cap_note else {}
     if budget_plan.next_rounds:  # a tournament (runs made before rounds trimmed instead, and keep their ids)
         extra["rounds"] = len(budget_plan.rounds)
-    # orders and the order check join the id only when used, so runs made before them keep their ids
-    fields = {k: v for k, v in asdict(config).items() if (k, v) not in (("orders", 1), ("check_orders", 0))}
+    # orders, the order check and the aggregation join the id only when used, so runs made before them keep their ids
+    fields = {k: v for k, v in asdict(config).items() if (k, v) not in (("orders", 1), ("check_orders", 0),
+                                                                         ("aggregation", "borda"))}
     key = json.dumps({"pool": pool.pool_id, "method": NAME, "config": fields, "template": template,
                       "backend": backend_identity(backend.describe()), **extra}, sort_keys=True)
     return "run-" + hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -227,6 +235,9 @@ def run(
     store = store or Store()
     cache = cache or EmbeddingCache()
     backend = backend or make_backend("local")
+    if config.aggregation == "scores" and not can_score(backend):
+        raise ConfigError(f"The scores aggregation reads the probability of each answer id, and the {backend.name} "
+                          "backend does not give it. Use the local backend, or --aggregation borda.")
     meter = Meter.for_backend(store, backend, cache=response_cache(responses) if engine == "local" else None,
                               max_cost=max_cost, cancel=cancel)
     executor = executor_for(engine, backend, meter=meter)  # an unknown engine fails here, before any work
@@ -297,9 +308,14 @@ def ask_rounds(store: Store, run_id: str, pool: Pool, vectors: Any, config: RunC
         info = rounds[r]
         units = subsets_from_plan(store, run_id, pool, round_=r)
         stage = f"select round {r}" if budget_plan.next_rounds or len(rounds) > 1 else "select"
-        execute(store, run_id, units, executor=executor, k=info["plan"]["picks_per_subset"], prompt=prompt,
-                seed=config.seed, shuffle=config.shuffle, progress=_staged(progress, stage), meter=meter,
-                orders=config.orders, checks=order_checks(config, info["n_subsets"]) if r == 1 else frozenset())
+        if config.aggregation == "scores":
+            execute_scores(store, run_id, units, executor=executor, k=info["plan"]["picks_per_subset"],
+                           prompt=prompt, seed=config.seed, shuffle=config.shuffle, orders=config.orders,
+                           progress=_staged(progress, stage), meter=meter)
+        else:
+            execute(store, run_id, units, executor=executor, k=info["plan"]["picks_per_subset"], prompt=prompt,
+                    seed=config.seed, shuffle=config.shuffle, progress=_staged(progress, stage), meter=meter,
+                    orders=config.orders, checks=order_checks(config, info["n_subsets"]) if r == 1 else frozenset())
         if info["n_subsets"] <= budget_plan.budget:  # few enough subsets: their picks are trimmed to the budget
             return r
         results = [x for x in store.subset_results(run_id) if x["subset"] in units]
@@ -334,7 +350,7 @@ def ask_rounds(store: Store, run_id: str, pool: Pool, vectors: Any, config: RunC
 def order_checks(config: RunConfig | dict, n_subsets: int) -> frozenset[int]:
     """The round-1 subsets a one-order run asks again in reversed order (`check_orders` of them, seeded)."""
     get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
-    if get("orders", 1) != 1:
+    if get("orders", 1) != 1 or get("aggregation", "borda") == "scores":
         return frozenset()
     return frozenset(check_sample(n_subsets, get("check_orders", 0) or 0, seed=get("seed", 0)))
 
@@ -435,6 +451,9 @@ def retry_failed(store: Store, run_id: str, *, backend: ChatBackend, subsets: li
     pool = store.load_pool(stored["pool_id"])
     params = stored["params"]
     every = subsets_from_plan(store, run_id, pool)
+    if params.get("aggregation") == "scores" and not can_score(backend):
+        raise ConfigError(f"The scores aggregation reads the probability of each answer id, and the {backend.name} "
+                          "backend does not give it. Use the local backend, or --aggregation borda.")
     meter = Meter.for_backend(store, backend, cache=response_cache(responses), max_cost=max_cost, read_cache=False,
                               cancel=cancel)
     prompt = PromptSpec(stored["prompt"], params["answer_format"], params["domain"], params["max_tokens"],
@@ -447,10 +466,17 @@ def retry_failed(store: Store, run_id: str, *, backend: ChatBackend, subsets: li
         mine = {s: units[s] for s in targets if s in units}
         if mine:
             checks = order_checks(params, info["n_subsets"]) if info["round"] == 1 else frozenset()
-            got = execute(store, run_id, mine, backend=meter.wrap(backend), meter=meter,
-                          k=info["plan"]["picks_per_subset"], prompt=prompt, seed=params["seed"],
-                          shuffle=params["shuffle"], progress=progress, orders=params.get("orders", 1), checks=checks)
-            counts = {key: counts[key] + got[key] for key in counts}
+            if params.get("aggregation") == "scores":  # the prior stays the whole round's
+                got = execute_scores(store, run_id, mine, executor=executor_for("local", backend, meter=meter),
+                                     meter=meter, k=info["plan"]["picks_per_subset"], prompt=prompt,
+                                     seed=params["seed"], shuffle=params["shuffle"], progress=progress,
+                                     orders=params.get("orders", 1), prior_over=list(units))
+            else:
+                got = execute(store, run_id, mine, backend=meter.wrap(backend), meter=meter,
+                              k=info["plan"]["picks_per_subset"], prompt=prompt, seed=params["seed"],
+                              shuffle=params["shuffle"], progress=progress, orders=params.get("orders", 1),
+                              checks=checks)
+            counts = {key: counts[key] + got.get(key, 0) for key in counts}
     changed = [info["round"] for info in rounds if any(
         info["first_subset"] <= s < info["first_subset"] + info["n_subsets"] for s in targets)]
     if changed and changed[0] < rounds[-1]["round"]:  # new winners: the later rounds are played again

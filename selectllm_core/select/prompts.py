@@ -165,6 +165,15 @@ def answer_schema(*, n: int, k: int, answer_format: str, max_reason: int = 200) 
     }
 
 
+# The answer begun for the model in a score pass, by answer format: its next token is the first id.
+SCORE_PREFILL = {"ids": "[", "json": '{"picks": [{"id": '}
+
+
+def score_prefill(answer_format: str) -> str:
+    """What a score pass begins the answer with, so the next token the model would write is the first id."""
+    return SCORE_PREFILL.get(answer_format, SCORE_PREFILL["json"])
+
+
 def load_template(spec: str) -> tuple[str, str]:
     """Resolve a preset name or a template file to (template text, answer format).
 

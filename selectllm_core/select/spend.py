@@ -13,16 +13,17 @@ import numpy as np
 import pandas as pd
 
 from selectllm_core.llm import ChatBackend, backend_identity
-from selectllm_core.llm.cache import ResponseCache, request_key
+from selectllm_core.llm.cache import ResponseCache, request_key, score_key
 from selectllm_core.llm.prices import Price
 from selectllm_core.select.listwise import Candidate, PromptSpec, first_request, presentation_order
 from selectllm_core.select.orders import orders_of
-from selectllm_core.select.prompts import estimate_tokens
+from selectllm_core.select.prompts import estimate_tokens, score_prefill
 from selectllm_core.split.budget import BudgetPlan
 
 # Answer length per pick, for the estimate: an id, or an id with a one-sentence reason.
 ANSWER_TOKENS_PER_PICK = {"ids": 3, "json": 40}
 ANSWER_TOKENS_OVERHEAD = {"ids": 2, "json": 8}
+REASON_REQUEST_TOKENS = 30  # what the reasoned call of the score aggregation adds to the prompt (the ids it explains)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class SubsetRequest:
     k: int
     messages: list[dict]
     schema: dict
+    n: int = 0  # candidates shown
 
     @property
     def text(self) -> str:
@@ -64,7 +66,7 @@ def subset_requests(pool: pd.DataFrame, subsets: Sequence[Sequence[int]], cluste
         views = orders_of(len(shown), max(orders, 2 if orders == 1 and index in checks else 1), seed=[seed, index])
         for view in views:
             messages, schema = first_request([shown[i] for i in view], k=k_here, prompt=prompt)
-            out.append(SubsetRequest(index, k_here, messages, schema))
+            out.append(SubsetRequest(index, k_here, messages, schema, len(shown)))
     return out
 
 
@@ -113,7 +115,8 @@ class SpendEstimate:
 
 def estimate_spend(requests: Sequence[SubsetRequest], *, backend: ChatBackend, price: Price | None,
                    answer_format: str, max_tokens: int, cache: ResponseCache | None = None,
-                   exact: bool = True, rounds: Sequence[BudgetPlan] = (), orders: int = 1) -> SpendEstimate:
+                   exact: bool = True, rounds: Sequence[BudgetPlan] = (), orders: int = 1,
+                   aggregation: str = "borda") -> SpendEstimate:
     """Tokens and money of sending these requests once each, less those the response cache answers.
 
     Args:
@@ -128,15 +131,32 @@ def estimate_spend(requests: Sequence[SubsetRequest], *, backend: ChatBackend, p
             requests exist only once the round before has answered: each is estimated as round 1's mean
             request scaled by its subset size, and counted as to send.
         orders: P, the orders each subset is shown in (the requests hold round 1's; later rounds' count P each).
+        aggregation: "borda" (each request is a generated answer) or "scores" (each is a one-token score pass,
+            and a subset has one reasoned call on top when the answers carry reasons).
     """
     identity = backend_identity(backend.describe())
-    to_send = [r for r in requests if cache is None or cache.peek(request_key(
-        identity, r.messages, json_schema=r.schema, temperature=0.0, max_tokens=max_tokens)) is None]
+    scores = aggregation == "scores"
+
+    def key(r: SubsetRequest) -> str:
+        if scores:  # a score pass: the begun answer and the ids, no schema
+            return score_key(identity, r.messages, prefill=score_prefill(answer_format),
+                             ids=[str(i) for i in range(1, r.n + 1)])
+        return request_key(identity, r.messages, json_schema=r.schema, temperature=0.0, max_tokens=max_tokens)
+
+    to_send = [r for r in requests if cache is None or cache.peek(key(r)) is None]
     counts = [backend.count_tokens(r.text) if exact else None for r in to_send]
     counted = bool(to_send) and all(c is not None for c in counts)
-    prompt_tokens = sum(c if c is not None else estimate_tokens(r.text) for c, r in zip(counts, to_send))
-    completion = sum(_answer_tokens(answer_format, r.k, max_tokens) for r in to_send)
+    sizes = [c if c is not None else estimate_tokens(r.text) for c, r in zip(counts, to_send)]
+    prompt_tokens = sum(sizes)
+    completion = 0 if scores else sum(_answer_tokens(answer_format, r.k, max_tokens) for r in to_send)
     calls, cached = len(requests), len(requests) - len(to_send)
+    if scores and answer_format == "json":  # one reasoned call per subset, for picks known only once scored
+        firsts = {r.subset: r for r in reversed(requests)}
+        reasoned = [backend.count_tokens(r.text) if exact else None for r in firsts.values()]
+        prompt_tokens += sum((c if c is not None else estimate_tokens(r.text)) + REASON_REQUEST_TOKENS
+                             for c, r in zip(reasoned, firsts.values()))
+        completion += sum(_answer_tokens(answer_format, r.k, max_tokens) for r in firsts.values())
+        calls += len(firsts)
     by_round: list[tuple[int, int, int]] = []
     if len(rounds) > 1 and requests:
         by_round.append((len(requests), prompt_tokens, completion))
@@ -146,7 +166,11 @@ def estimate_spend(requests: Sequence[SubsetRequest], *, backend: ChatBackend, p
         for later in rounds[1:]:
             asks = later.n_subsets * orders
             p_tok = round(asks * per_row * later.subset_size)
-            c_tok = asks * _answer_tokens(answer_format, later.picks_per_subset, max_tokens)
+            c_tok = 0 if scores else asks * _answer_tokens(answer_format, later.picks_per_subset, max_tokens)
+            if scores and answer_format == "json":
+                p_tok += round(later.n_subsets * per_row * later.subset_size)
+                c_tok += later.n_subsets * _answer_tokens(answer_format, later.picks_per_subset, max_tokens)
+                asks += later.n_subsets
             by_round.append((asks, p_tok, c_tok))
             calls, prompt_tokens, completion = calls + asks, prompt_tokens + p_tok, completion + c_tok
     return SpendEstimate(calls, cached, prompt_tokens, completion, counted, price, max_tokens, tuple(by_round))
