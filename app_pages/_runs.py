@@ -10,7 +10,7 @@ import streamlit as st
 from app_pages import _shared as shared
 from selectllm_core import pipeline
 from selectllm_core.errors import SelectLLMError
-from selectllm_core.llm import ChatBackend
+from selectllm_core.llm import ChatBackend, can_score
 from selectllm_core.methods.selectllm import PARAMS as SELECTLLM_PARAMS
 from selectllm_core.pipeline import degradations
 from selectllm_core.pool.load import format_text
@@ -183,19 +183,31 @@ def run_panel(run_id: str) -> None:
 
 
 def order_controls() -> None:
-    """How many orders each subset is shown in (P), and the order check of a one-order run (session plan)."""
+    """How many orders each subset is shown in (P), how they are combined, and the order check (session plan)."""
     cfg = st.session_state.run_config
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
     cfg["orders"] = int(c1.selectbox(
         "Orders per subset (against position bias)", ORDER_CHOICES, ORDER_CHOICES.index(cfg.get("orders", 1))
         if cfg.get("orders", 1) in ORDER_CHOICES else 0, key="select_orders",
-        format_func=lambda p: "1: once, as the paper" if p == 1 else f"{p}: Borda over {p} orders ({p}x the calls)",
+        format_func=lambda p: "1: once, as the paper" if p == 1 else f"{p} orders",
         help=PARAMS["orders"].help))
-    cfg["check_orders"] = int(c2.number_input(
+    scores_ok = can_score(shared.chat_backend())
+    choices = list(PARAMS["aggregation"].choices)
+    if not scores_ok:
+        cfg["aggregation"] = "borda"
+    cfg["aggregation"] = c2.selectbox(
+        "Combine the orders by", choices, choices.index(cfg.get("aggregation", "borda")), key="select_aggregation",
+        format_func=lambda a: {"borda": "Borda over generated answers",
+                               "scores": "scores (one-token passes + 1 reasoned call)"}[a],
+        disabled=not scores_ok,
+        help=PARAMS["aggregation"].help + ("" if scores_ok else " This backend gives no token probabilities, so "
+                                           "only Borda is possible with it."))
+    single = cfg["orders"] == 1 and cfg["aggregation"] == "borda"
+    cfg["check_orders"] = int(c3.number_input(
         "Order check: subsets re-asked reversed", 0, 1000, int(cfg.get("check_orders", 0)), key="select_check_orders",
-        disabled=cfg["orders"] > 1, help=PARAMS["check_orders"].help + " With 2 or more orders, consistency comes "
+        disabled=not single, help=PARAMS["check_orders"].help + " With 2 or more orders, consistency comes "
         "from the orders themselves."))
-    if cfg["orders"] > 1:
+    if not single:
         cfg["check_orders"] = 0
 
 

@@ -43,7 +43,8 @@ DEMO_NAME = "Dolly demo"
 BOUND_WIDGETS = ("data_pool_choice", "map_budget", "map_subset_size", "map_picks", "map_split", "select_budget",
                  "select_subset_size", "select_picks", "select_split", "select_shuffle", "prompt_preset",
                  "prompt_template", "prompt_domain", "prompt_cut", "select_subset", "select_preview", "sidebar_run",
-                 "sidebar_embed_model", "select_orders", "select_check_orders")
+                 "sidebar_embed_model", "select_orders", "select_check_orders",
+                 "select_aggregation")
 
 
 # -- resources (one per server process) -----------------------------------------------------------
@@ -253,7 +254,7 @@ def spend_estimate(plan: SubsetPlan, budget: BudgetPlan, *, exact: bool = True) 
                                checks=order_checks(cfg, budget.n_subsets))
     return estimate_spend(requests, backend=backend, price=price(), answer_format=spec.answer_format,
                           max_tokens=spec.max_tokens, cache=response_cache(), exact=exact, rounds=budget.rounds,
-                          orders=orders)
+                          orders=orders, aggregation=cfg.get("aggregation", "borda"))
 
 
 def confirm_above() -> float:

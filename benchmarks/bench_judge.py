@@ -28,6 +28,13 @@ the reversed order above. Larger P costs 2P calls per subset here (P in a run). 
 per P, the share of the run's picks (Borda over orders 1..P) at positions 1-2 of the order first shown, the
 unsafe share under both presets, and s/subset: the measured seconds of the P calls a run makes per subset.
 
+--scores adds SelectLLM's score aggregation (`selectllm run --aggregation scores --orders P`) for every P:
+the same views, each a one-token score pass (`score_ids`: the probability of every id after the answer is
+begun, no grammar, nothing generated); the position prior is taken over every pass of the measurement's
+subsets (as a run takes it over its round), each group's picks are the k best calibrated scores
+(`select.scores.calibrated`), and the run's picks those of views 1..P. Its s/subset is the P passes plus the
+mean measured time of the one reasoned call a run then makes per subset (asked for the largest P's picks).
+
 Answers are kept in a response cache under benchmarks/.cache/judge (keyed by model file, prompt and schema, as a
 run's are), so a longer --orders list reuses the answers of a shorter one; --no-cache asks again.
 """
@@ -51,12 +58,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from benchmarks._data import command_line, data_dir, read_jsonl  # noqa: E402
 from selectllm_core.engines.meter import Meter  # noqa: E402
 from selectllm_core.llm import ChatBackend, ChatResult, LocalLlamaBackend, backend_identity  # noqa: E402
-from selectllm_core.llm.cache import ResponseCache, request_key  # noqa: E402
+from selectllm_core.llm.cache import ResponseCache, request_key, score_key  # noqa: E402
 from selectllm_core.llm.local import stop_model_processes  # noqa: E402
 from selectllm_core.llm.models import LOCAL_MODELS, is_installed, model_path  # noqa: E402
-from selectllm_core.select.listwise import Candidate, PromptSpec, select_subset  # noqa: E402
+from selectllm_core.select.listwise import Candidate, PromptSpec, first_request, select_subset  # noqa: E402
 from selectllm_core.select.orders import borda, orders_of, run_consistency  # noqa: E402
-from selectllm_core.select.prompts import PRESETS  # noqa: E402
+from selectllm_core.select.prompts import PRESETS, score_prefill  # noqa: E402
+from selectllm_core.select.scores import SCORE, calibrated, position_prior, reason_request, top_k  # noqa: E402
 
 DOLLY, XSTEST = "dolly_alpagasus_3k.jsonl.gz", "xstest_prompts.jsonl.gz"
 CACHE = Path(__file__).resolve().parent / ".cache" / "judge"
@@ -74,6 +82,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--orders", default="1", help="comma-separated P values, e.g. 1,2,4,8 (P = 1 always runs)")
     p.add_argument("--no-unsafe", action="store_true", help="skip the XSTest measurement")
+    p.add_argument("--scores", action="store_true", help="also measure the score aggregation for every P")
+    p.add_argument("--scores-only", action="store_true", help="measure the score aggregation and not the generated "
+                   "answers (P = 1's table then reads the score passes)")
     p.add_argument("--no-cache", action="store_true", help="ask every request again (default: reuse answers)")
     return p.parse_args()
 
@@ -151,6 +162,15 @@ class Timed:
         result.elapsed = self.seconds.get(key, float("nan"))
         return result
 
+    def score_ids(self, messages: list[dict], *, prefill: str, ids: list[str]):  # noqa: ANN201 - a ScoreResult
+        result = self.metered.score_ids(messages, prefill=prefill, ids=ids)
+        key = score_key(self.identity, messages, prefill=prefill, ids=ids)
+        if not result.cached:
+            self.seconds[key] = result.elapsed
+            self.timings.write_text(json.dumps(self.seconds))
+        result.elapsed = self.seconds.get(key, float("nan"))
+        return result
+
 
 def measure(label: str, backend: ChatBackend, plain: list[list[Candidate]], probes: list[list[Candidate]], *,
             k: int, orders: list[int], seed: int) -> dict:
@@ -220,6 +240,70 @@ def consistency_of(tally: Tally, plain: list[list[Candidate]], p: int):  # noqa:
     return run_consistency(results)
 
 
+def score_views(backend: ChatBackend, members: list[Candidate], views: list[list[int]], *, k: int,
+                spec: PromptSpec) -> tuple[list[dict], list[float]]:
+    """One score pass per view: stored as a run stores them, with each pass's measured seconds."""
+    passes, seconds = [], []
+    ids = [str(i) for i in range(1, len(members) + 1)]
+    for view in views:
+        shown = [members[i] for i in view]
+        messages, _schema = first_request(shown, k=k, prompt=spec)
+        got = backend.score_ids(messages, prefill=score_prefill(spec.answer_format), ids=ids)
+        passes.append({"role": SCORE, "shown": [c.row_id for c in shown], "logprobs": [got.logprobs[i] for i in ids]})
+        seconds.append(got.elapsed)
+    return passes, seconds
+
+
+def measure_scores(label: str, backend: ChatBackend, plain: list[list[Candidate]], probes: list[list[Candidate]], *,
+                   k: int, orders: list[int], seed: int) -> dict:
+    """The score aggregation's numbers for every P (the same views as the Borda modes)."""
+    default, careful = PRESETS["default"], PRESETS["low-toxicity"]
+    spec = PromptSpec(default.template, default.answer_format)
+    started = time.perf_counter()
+    passes, seconds = {}, {}
+    for s, members in enumerate(plain):
+        views = orders_of(len(members), 2 * max(orders), seed=[seed, s])
+        passes[s], seconds[s] = score_views(backend, members, views, k=k, spec=spec)
+        print(f"  {label}: scored subset {s + 1}/{len(plain)} ({time.perf_counter() - started:.0f} s)",
+              file=sys.stderr)
+    prior = position_prior([{"orders": v} for v in passes.values()])
+    probe_passes = {}
+    for name, preset in (("default", default), ("low-toxicity", careful)):
+        probe_spec = PromptSpec(preset.template, preset.answer_format)
+        for s, members in enumerate(probes):
+            views = orders_of(len(members), max(orders), seed=[seed, 1000 + s])
+            probe_passes[name, s], _ = score_views(backend, members, views, k=k, spec=probe_spec)
+        print(f"  {label}: scored the {name} probes ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    # one reasoned call per subset, for the largest P's picks: what a run adds to its passes
+    reason_seconds = []
+    for s, members in enumerate(plain):
+        picks = top_k(calibrated(passes[s][: max(orders)], prior), k, passes[s][0]["shown"])
+        messages, schema = reason_request(members, picks, k=k, prompt=spec)
+        reason_seconds.append(backend.chat(messages, json_schema=schema, max_tokens=spec.max_tokens).elapsed)
+    modes = {}
+    for p in orders:
+        results, first_two, picked = [], 0, 0
+        for s, members in enumerate(plain):
+            groups = [{"picks": top_k(calibrated(passes[s][start:2 * p:2], prior), k, passes[s][start]["shown"])}
+                      for start in (0, 1)]
+            results.append({"members": [c.row_id for c in members], "orders": groups})
+            run_picks = top_k(calibrated(passes[s][:p], prior), k, passes[s][0]["shown"])
+            first_two += sum(passes[s][0]["shown"].index(rid) < 2 for rid in run_picks)
+            picked += len(run_picks)
+        unsafe = {}
+        for name in ("default", "low-toxicity"):
+            mine = [probe_passes[name, s] for s in range(len(probes))]
+            probe_prior = position_prior([{"orders": v} for v in mine])
+            hits = sum(any(rid.startswith("unsafe-") for rid in top_k(calibrated(v[:p], probe_prior), k, v[0]["shown"]))
+                       for v in mine)
+            unsafe[name] = ((hits / len(mine)) if mine else None, len(mine))
+        spent = [sum(seconds[s][:p]) + float(np.mean(reason_seconds)) for s in seconds]
+        modes[p] = {"consistency": run_consistency(results), "first_two": first_two / max(picked, 1),
+                    "unsafe": unsafe, "seconds": float(np.nanmean(spent)) if spent else None,
+                    "pass_seconds": float(np.nanmean([x for v in seconds.values() for x in v]))}
+    return modes
+
+
 def backends(args: argparse.Namespace) -> tuple[list[tuple[str, ChatBackend]], list[str]]:
     """(label, backend) for every model to measure, and lines saying which were skipped and why."""
     names = args.models.split(",") if args.models else list(LOCAL_MODELS)
@@ -247,6 +331,8 @@ def print_tables(rows: list[dict], orders: list[int], *, subsets: int, skipped: 
           f"(uniform {2 / n:.2f}) | unsafe prompt picked (random {chance:.2f}) | s/call |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
+        if "tally" not in r:  # --scores-only: no generated answers
+            continue
         t, c = r["tally"], r["modes"][1]["consistency"]
         consistency = f"{c.value:.2f} ({c.subsets} subsets)" if c.value is not None else "not measured"
         z = f"{c.z:.1f}" if c.value is not None and np.isfinite(c.z) else "—"
@@ -254,13 +340,14 @@ def print_tables(rows: list[dict], orders: list[int], *, subsets: int, skipped: 
         seconds = f"{np.mean(t.sent_seconds):.1f}" if t.sent_seconds else "cached"
         print(f"| {r['label']} | {t.usable}/{t.requests} ({t.usable / max(t.requests, 1):.2f}); {t.repairs} "
               f"repaired | {consistency} | {z} | {t.first_two / max(t.picks, 1):.2f} | {unsafe} | {seconds} |")
-    print(f"\nPer mode (P = 1: the paper, one order; P >= 2: Borda over P orders). Random picks: consistency "
+    print(f"\nPer mode (P = 1: the paper, one order; P >= 2: Borda over P orders; scores: P one-token score passes "
+          "calibrated by the position prior, then one reasoned call). Random picks: consistency "
           f"{chance:.2f}, positions 1–2 {2 / n:.2f}, unsafe {chance:.2f}.\n")
     print("| model | mode | order consistency | z | run's picks at positions 1–2 | unsafe picked, default | "
           "unsafe picked, low-toxicity | calls per subset | s/subset |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        for p in orders:
+        for p in orders if "modes" in r else []:
             m = r["modes"][p]
             c = m["consistency"]
             value = f"{c.value:.2f}" if c.value is not None else "not measured"
@@ -271,6 +358,15 @@ def print_tables(rows: list[dict], orders: list[int], *, subsets: int, skipped: 
             seconds = f"{m['seconds']:.1f}" if m["seconds"] is not None else "cached"
             mode = "paper, P = 1" if p == 1 else f"Borda, P = {p}"
             print(f"| {r['label']} | {mode} | {value} | {z} | {pos} | {unsafe[0]} | {unsafe[1]} | {p} | {seconds} |")
+        for p in orders if r.get("scores") else []:
+            m = r["scores"][p]
+            c = m["consistency"]
+            value = f"{c.value:.2f}" if c.value is not None else "not measured"
+            z = f"{c.z:.1f}" if c.value is not None and np.isfinite(c.z) else "—"
+            unsafe = [f"{v:.2f} ({a}/{r['probes']})" if v is not None else "—" for v, a in
+                      (m["unsafe"]["default"], m["unsafe"]["low-toxicity"])]
+            print(f"| {r['label']} | scores, P = {p} | {value} | {z} | {m['first_two']:.2f} | {unsafe[0]} | "
+                  f"{unsafe[1]} | {p} passes + 1 | {m['seconds']:.1f} |")
     for line in skipped:
         print(f"\nSkipped {line}")
     print(f"\n{platform.machine()}, {os.cpu_count()} CPUs; load average {load[0]:.1f} before, {load[1]:.1f} after; "
@@ -294,7 +390,13 @@ def main() -> None:
     try:
         for label, backend in chosen:
             timed = Timed(meter.wrap(backend), backend, CACHE / "seconds.json")
-            rows.append(measure(label, timed, plain, probes, k=args.k, orders=orders, seed=args.seed))
+            if args.scores_only:
+                row = {"label": label, "n": args.n, "k": args.k, "probes": len(probes)}
+            else:
+                row = measure(label, timed, plain, probes, k=args.k, orders=orders, seed=args.seed)
+            if args.scores or args.scores_only:
+                row["scores"] = measure_scores(label, timed, plain, probes, k=args.k, orders=orders, seed=args.seed)
+            rows.append(row)
     finally:
         stop_model_processes()
     print_tables(rows, orders, subsets=len(plain), skipped=skipped, command=command_line("bench_judge.py", sys.argv[1:]),

@@ -17,7 +17,7 @@ from selectllm_core.studio.prompt_view import template_ref
 from selectllm_core.studio.run_view import default_budget
 
 PLAN_FIELDS = ("budget", "subset_size", "picks_per_subset", "split", "seed", "shuffle", "max_tokens",
-               "max_input_chars", "sample", "orders", "check_orders")
+               "max_input_chars", "sample", "orders", "check_orders", "aggregation")
 
 
 def default_settings(pool_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
