@@ -11,7 +11,9 @@ A run stopped at any moment resumes from the store: ok, failed and skipped subse
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -104,7 +106,7 @@ def select_subset(
             break  # nothing to check against: the subset failed
         ordered = [shown[i] for i in view]
         got = ask_one(backend, ordered, k=k, prompt=prompt, out=out)
-        if got is _STOP:
+        if got is STOP:
             if role == CHECK:  # the check could not be sent (stopped, capped): the picks stand without it
                 out.status, out.error = "ok", None
                 break
@@ -131,40 +133,61 @@ def select_subset(
     return out
 
 
-_STOP = object()  # `ask_one`: the request was not answered (refused, stopped, unreachable); out says why
+STOP = object()  # `send` and `ask_one`: the request was not answered (refused, stopped, unreachable); out says why
+
+
+def send(out: UnitOutcome, call: Callable[[], Any]) -> Any:
+    """One backend call of a unit: its result, or STOP with out.status and out.error saying why there is none.
+
+    Refused before sending (a spending cap, a Stop): no call was made and the unit stays to do. A prompt too
+    long for the model: not worth resuming as is, the unit fails with what to change. Anything else that could
+    not reach the model: an error, asked again on resume.
+    """
+    try:
+        return call()
+    except (SpendCapReached, RunStopped) as exc:
+        out.status, out.error = "error", str(exc)
+    except PromptTooLong as exc:
+        out.calls.append(dict(FAILED_CALL))
+        out.status, out.error = "failed", f"The prompt is too long for the model: {exc}"
+    except BackendError as exc:
+        out.calls.append(dict(FAILED_CALL))
+        out.status, out.error = "error", str(exc)
+    return STOP
+
+
+def chat_once(backend: ChatBackend, out: UnitOutcome, messages: list[dict], *, schema: dict | None,
+              max_tokens: int) -> str | object:
+    """One greedy chat call of a unit: its answer (kept in out.raw, the call in out.calls), or STOP (`send`)."""
+    result = send(out, lambda: backend.chat(messages, json_schema=schema, max_tokens=max_tokens, temperature=0.0))
+    if result is STOP:
+        return STOP
+    out.raw.append(result.text)
+    out.calls.append(result.record())
+    return result.text
+
+
+FAILED_CALL = {"ok": False, "prompt_tokens": 0, "completion_tokens": 0, "elapsed": 0.0}  # a call with no answer
 
 
 def ask_one(backend: ChatBackend, shown: list[Candidate], *, k: int, prompt: PromptSpec,
          out: UnitOutcome) -> tuple[list[str], dict[str, str]] | None | object:
-    """One request in one order, with one repair retry: (picks, reasons), None (unusable), or _STOP.
+    """One request in one order, with one repair retry: (picks, reasons), None (unusable), or STOP.
 
     Every answer goes to out.raw and every call to out.calls; out.status and out.error say why it stopped.
     """
     messages, schema = first_request(shown, k=k, prompt=prompt)
     for _attempt in range(2):
-        try:
-            result = backend.chat(messages, json_schema=schema, max_tokens=prompt.max_tokens, temperature=0.0)
-        except (SpendCapReached, RunStopped) as exc:  # refused before sending: no call was made, the subset stays to do
-            out.status, out.error = "error", str(exc)
-            return _STOP
-        except PromptTooLong as exc:
-            # Not a connection problem and not worth resuming as is: the subset fails with what to change.
-            out.calls.append({"ok": False, "prompt_tokens": 0, "completion_tokens": 0, "elapsed": 0.0})
-            out.status, out.error = "failed", f"The prompt is too long for the model: {exc}"
-            return _STOP
-        except BackendError as exc:
-            out.calls.append({"ok": False, "prompt_tokens": 0, "completion_tokens": 0, "elapsed": 0.0})
-            out.status, out.error = "error", str(exc)
-            return _STOP
-        out.raw.append(result.text)
-        out.calls.append(result.record())
-        parsed = parse_answer(result.text, n=len(shown), k=k)
+        text = chat_once(backend, out, messages, schema=schema, max_tokens=prompt.max_tokens)
+        if text is STOP:
+            return STOP
+        parsed = parse_answer(text, n=len(shown), k=k)
         if parsed.ok:
             return ([shown[i - 1].row_id for i in parsed.picks],
                     {shown[i - 1].row_id: r for i, r in parsed.reasons.items() if r})
         out.error = parsed.error
         messages = messages + [
-            {"role": "assistant", "content": result.text},
+            {"role": "assistant", "content": text},
             {"role": "user", "content": repair_message(parsed, n=len(shown), k=k)},
         ]
     return None

@@ -29,9 +29,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from selectllm_core.engines import Executor, Meter, StageProgress, UnitOutcome, run_units
-from selectllm_core.errors import BackendError, PromptTooLong, RunStopped, SpendCapReached
 from selectllm_core.llm import ChatBackend
-from selectllm_core.select.listwise import Candidate, PromptSpec, first_request, presentation_order
+from selectllm_core.select.listwise import (
+    STOP,
+    Candidate,
+    PromptSpec,
+    chat_once,
+    first_request,
+    presentation_order,
+    send,
+)
 from selectllm_core.select.orders import orders_of
 from selectllm_core.select.parsing import parse_answer
 from selectllm_core.select.prompts import answer_schema, score_prefill
@@ -58,18 +65,9 @@ def score_subset(backend: ChatBackend, members: list[Candidate], *, subset: int,
     for view in orders_of(len(shown), orders, seed=[seed, subset]):
         ordered = [shown[i] for i in view]
         messages, _schema = first_request(ordered, k=k, prompt=prompt)
-        try:
-            result = backend.score_ids(messages, prefill=score_prefill(prompt.answer_format), ids=ids)
-        except (SpendCapReached, RunStopped) as exc:
-            out.status, out.error = "error", str(exc)
-            return out
-        except PromptTooLong as exc:
-            out.calls.append({"ok": False, "prompt_tokens": 0, "completion_tokens": 0, "elapsed": 0.0})
-            out.status, out.error = "failed", f"The prompt is too long for the model: {exc}"
-            return out
-        except BackendError as exc:
-            out.calls.append({"ok": False, "prompt_tokens": 0, "completion_tokens": 0, "elapsed": 0.0})
-            out.status, out.error = "error", str(exc)
+        result = send(out, lambda m=messages: backend.score_ids(m, prefill=score_prefill(prompt.answer_format),
+                                                                ids=ids))
+        if result is STOP:
             return out
         out.calls.append(result.record())
         out.orders.append({"role": SCORE, "shown": [c.row_id for c in ordered],
@@ -150,18 +148,10 @@ def reason_subset(backend: ChatBackend, stored: Mapping, *, subset: int, k: int,
     messages, schema = reason_request(shown, out.picks, k=k, prompt=prompt)
     named_ids = ", ".join(f"[{i}]" for i in schema["properties"]["picks"]["items"]["properties"]["id"]["enum"])
     for _attempt in range(2):
-        try:
-            result = backend.chat(messages, json_schema=schema, max_tokens=prompt.max_tokens, temperature=0.0)
-        except (SpendCapReached, RunStopped) as exc:
-            out.status, out.error = "error", str(exc)
+        text = chat_once(backend, out, messages, schema=schema, max_tokens=prompt.max_tokens)
+        if text is STOP:
             return out
-        except BackendError as exc:
-            out.calls.append({"ok": False, "prompt_tokens": 0, "completion_tokens": 0, "elapsed": 0.0})
-            out.status, out.error = "error", str(exc)
-            return out
-        out.raw.append(result.text)
-        out.calls.append(result.record())
-        parsed = parse_answer(result.text, n=len(shown), k=len(out.picks))
+        parsed = parse_answer(text, n=len(shown), k=len(out.picks))
         named = {shown[i - 1].row_id: r for i, r in parsed.reasons.items() if r} if parsed.ok else {}
         if parsed.ok and set(named) <= set(out.picks):
             out.reasons = named
@@ -171,7 +161,7 @@ def reason_subset(backend: ChatBackend, stored: Mapping, *, subset: int, k: int,
         error = parsed.error if not parsed.ok else "its reasons were for instructions that were not picked"
         again = (f"Your answer could not be used: {error}. Answer with JSON only, a one-sentence reason for each of "
                  f"{named_ids}, in exactly this form: " '{"picks": [{"id": <number>, "reason": "<why>"}]}')
-        messages = messages + [{"role": "assistant", "content": result.text}, {"role": "user", "content": again}]
+        messages = messages + [{"role": "assistant", "content": text}, {"role": "user", "content": again}]
     out.note = (f"The reasoned call's answer could not be used ({error}): the picks stand from the scores, "
                 "without reasons; its raw answer is kept.")
     return out
