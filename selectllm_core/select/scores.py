@@ -207,16 +207,4 @@ def execute_scores(store: Store, run_id: str, subsets: dict[int, list[Candidate]
                      done=set())
 
 
-def prior_summary(prior: Mapping[int, Sequence[float]]) -> str:
-    """The prior in words: how much more the model gives the position it likes most than a uniform one."""
-    if not prior:
-        return ""
-    n = max(prior, key=lambda m: len(prior[m]))
-    p = list(prior[n])
-    best = int(np.argmax(p))
-    return (f"position prior over {n} shown: position {best + 1} gets {p[best]:.2f} of the probability "
-            f"(uniform {1 / n:.2f})")
-
-
-__all__ = ["AGGREGATIONS", "SCORE", "SCORED", "calibrated", "execute_scores", "position_prior",
-           "prior_summary", "reason_request", "reason_subset", "score_subset", "top_k"]
+__all__ = ["AGGREGATIONS", "SCORE", "SCORED", "calibrated", "execute_scores", "position_prior", "reason_request", "reason_subset", "score_subset", "top_k"]
