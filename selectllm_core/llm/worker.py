@@ -166,13 +166,31 @@ def _load(config: dict) -> Any:
                                  "model file") from None
 
 
-def _chat(llm: Any, req: dict, n_ctx: int) -> dict:
-    import llama_cpp  # the worker process has it loaded already
+class _EngineTimer:
+    """llama.cpp's own time for one request: its counters are reset here and read by `add_to`."""
 
-    # llama.cpp's context of the loaded model, for its own timings (None: a build that does not expose it)
-    ctx = getattr(getattr(llm, "_ctx", None), "ctx", None) if hasattr(llama_cpp, "llama_perf_context") else None
-    if ctx is not None:
-        llama_cpp.llama_perf_context_reset(ctx)
+    def __init__(self, llm: Any) -> None:
+        import llama_cpp  # the worker process has it loaded already
+
+        self._llama = llama_cpp
+        # llama.cpp's context of the loaded model (None: a build that does not expose its timings)
+        self._ctx = getattr(getattr(llm, "_ctx", None), "ctx", None) if hasattr(
+            llama_cpp, "llama_perf_context") else None
+        if self._ctx is not None:
+            llama_cpp.llama_perf_context_reset(self._ctx)
+
+    def add_to(self, reply: dict) -> None:
+        """Put the timings in the reply, named as llama.cpp's server names them: reading the prompt (the tokens a
+        cached prefix did not cover) and generating."""
+        if self._ctx is None:
+            return
+        perf = self._llama.llama_perf_context(self._ctx)
+        reply["timings"] = {"prompt_n": int(perf.n_p_eval), "prompt_ms": float(perf.t_p_eval_ms),
+                            "predicted_n": int(perf.n_eval), "predicted_ms": float(perf.t_eval_ms)}
+
+
+def _chat(llm: Any, req: dict, n_ctx: int) -> dict:
+    timer = _EngineTimer(llm)
     try:
         response = llm.create_chat_completion(messages=req["messages"], **req["kwargs"])
     except ValueError as exc:
@@ -180,12 +198,7 @@ def _chat(llm: Any, req: dict, n_ctx: int) -> dict:
             raise PromptTooLong(f"the prompt does not fit the local model's context of {n_ctx} tokens ({exc}); "
                                 "use smaller subsets (--subset-size) or shorter inputs (--max-input-chars)") from None
         raise BackendError(f"the local model failed: {exc}") from None
-    if ctx is not None:
-        # llama.cpp's own time for this call, named as llama.cpp's server names it: reading the prompt (the tokens
-        # a cached prefix did not cover) and generating the answer
-        perf = llama_cpp.llama_perf_context(ctx)
-        response["timings"] = {"prompt_n": int(perf.n_p_eval), "prompt_ms": float(perf.t_p_eval_ms),
-                               "predicted_n": int(perf.n_eval), "predicted_ms": float(perf.t_eval_ms)}
+    timer.add_to(response)
     return response
 
 
@@ -236,11 +249,7 @@ def _score_ids(llm: Any, req: dict, n_ctx: int) -> dict:
     (with digit-by-digit tokenizers, "1" of "10"..). An id that is a prefix of another (1 of 10) keeps only the
     probability that the answer stops there. The probabilities are normalised over the ids asked.
     """
-    import llama_cpp
-
-    ctx = getattr(getattr(llm, "_ctx", None), "ctx", None) if hasattr(llama_cpp, "llama_perf_context") else None
-    if ctx is not None:
-        llama_cpp.llama_perf_context_reset(ctx)
+    timer = _EngineTimer(llm)
     head = _chat_prompt(llm, req["messages"]) + req["prefill"]
     ids = [str(i) for i in req["ids"]]
     seqs = {i: tuple(llm.tokenize((head + i).encode("utf-8"), add_bos=False, special=True)) for i in ids}
@@ -284,10 +293,7 @@ def _score_ids(llm: Any, req: dict, n_ctx: int) -> dict:
     norm = float(np.logaddexp.reduce(list(out.values())))
     result = {"logprobs": {i: v - norm for i, v in out.items()}, "prompt_tokens": len(seqs[ids[0]]),
               "mass": float(np.exp(norm))}
-    if ctx is not None:
-        perf = llama_cpp.llama_perf_context(ctx)
-        result["timings"] = {"prompt_n": int(perf.n_p_eval), "prompt_ms": float(perf.t_p_eval_ms),
-                             "predicted_n": int(perf.n_eval), "predicted_ms": float(perf.t_eval_ms)}
+    timer.add_to(result)
     return result
 
 
