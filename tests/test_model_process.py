@@ -197,4 +197,6 @@ def test_a_score_pass_gives_every_id_a_probability_from_one_read_of_the_prompt(l
     again = local.score_ids(messages, prefill=score_prefill("json"), ids=ids)
     # the cached prompt's last token is read again on its own, so the quantised kernels round a little differently
     assert again.logprobs == pytest.approx(first.logprobs, abs=0.2)
-    assert again.engine_seconds < first.engine_seconds / 5, "the prompt it has read is not read again"
+    # the prompt it has read is not read again: llama.cpp counts the tokens it read (seconds depend on the load)
+    raw = local._process().request("score_ids", messages=messages, prefill=score_prefill("json"), ids=ids)
+    assert raw["timings"]["prompt_n"] <= 2 < first.prompt_tokens, raw["timings"]
