@@ -17,6 +17,10 @@ run asks them, so llama.cpp's cache reuses the prompt prefix they share.
   machine slows both.
 - `--free` also sends each request once more without the grammar (the same prompt, answer capped at the grammar
   answer's length) after clearing llama.cpp's cache of that prompt's reuse, to show what the grammar costs.
+- `--full-grammar` also sends each request to a second worker that holds the answer to its grammar the way
+  llama-cpp-python's own sampler does (`LocalLlamaBackend(grammar="full")`: the grammar matched against the whole
+  vocabulary at every step), against the studio's default (`grammar="lazy"`: the grammar asked about the chosen
+  token, as llama.cpp's own sampler does), with the same requests in the same order, and counts identical answers.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--k", type=int, default=2, help="picks per subset")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--free", action="store_true", help="also time each request without the grammar")
+    p.add_argument("--full-grammar", action="store_true",
+                   help="also time each request under llama-cpp-python's whole-vocabulary grammar sampling")
     return p.parse_args()
 
 
@@ -60,25 +66,32 @@ def subsets(folder: Path, *, count: int, n: int, seed: int) -> list[list[Candida
     return [cands[s * n:(s + 1) * n] for s in range(count)]
 
 
-def measure(name: str, groups: list[list[Candidate]], *, k: int, free: bool) -> dict:
+def measure(name: str, groups: list[list[Candidate]], *, k: int, free: bool, full_grammar: bool) -> dict:
     model = LOCAL_MODELS[name]
     backend = LocalLlamaBackend(model_path(model), n_ctx=model.n_ctx)
+    full = LocalLlamaBackend(model_path(model), n_ctx=model.n_ctx, grammar="full") if full_grammar else None
+    if full is not None:
+        full.chat([{"role": "user", "content": "Say OK."}], max_tokens=2)
     preset = PRESETS["default"]
     spec = PromptSpec(preset.template, preset.answer_format)
     backend.chat([{"role": "user", "content": "Say OK."}], max_tokens=2)  # load the model before timing
-    calls, frees = [], []
+    calls, frees, fulls = [], [], []
     for s, members in enumerate(groups):
         messages, schema = first_request(members, k=k, prompt=spec)
         got = backend.chat(messages, json_schema=schema, max_tokens=spec.max_tokens, temperature=0.0)
         calls.append(got)
         print(f"  {name}: request {s + 1}/{len(groups)}: {got.elapsed:.2f} s, llama.cpp {got.engine_seconds:.2f} s, "
               f"{got.completion_tokens} answer tokens", file=sys.stderr)
+        if full is not None:
+            fulls.append(full.chat(messages, json_schema=schema, max_tokens=spec.max_tokens, temperature=0.0))
+            print(f"    whole-vocabulary grammar: {fulls[-1].elapsed:.2f} s, llama.cpp {fulls[-1].engine_seconds:.2f} s, "
+                  f"same answer: {fulls[-1].text == got.text}", file=sys.stderr)
         if free:
             backend.chat([{"role": "user", "content": "Say OK."}], max_tokens=1)  # no prefix of this prompt left
             frees.append(backend.chat(messages, max_tokens=max(got.completion_tokens, 1), temperature=0.0))
             backend.chat([{"role": "user", "content": "Say OK."}], max_tokens=1)
     stop_model_processes()
-    return {"name": name, "title": model.title, "calls": calls, "frees": frees}
+    return {"name": name, "title": model.title, "calls": calls, "frees": frees, "fulls": fulls}
 
 
 def print_table(rows: list[dict], *, command: str, load: tuple[float, float]) -> None:
@@ -107,6 +120,20 @@ def print_table(rows: list[dict], *, command: str, load: tuple[float, float]) ->
                 print(f"| {r['title']} | {statistics.median(w):.2f} | {statistics.median(f):.2f} | "
                       f"{sum(c.completion_tokens for c in r['calls'])} / "
                       f"{sum(c.completion_tokens for c in r['frees'])} |")
+    if any(r["fulls"] for r in rows):
+        print("\nThe grammar asked about the chosen token (lazy, the default) against the whole vocabulary at every step "
+              "(full), same requests:\n")
+        print("| model | lazy: ours / llama.cpp's own | full: ours / llama.cpp's own | full s/call / lazy s/call "
+              "| identical answers |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for r in rows:
+            if r["fulls"]:
+                lazy = [c.elapsed / c.engine_seconds for c in r["calls"]]
+                whole = [c.elapsed / c.engine_seconds for c in r["fulls"]]
+                speed = [f.elapsed / c.elapsed for c, f in zip(r["calls"], r["fulls"], strict=True)]
+                same = sum(c.text == f.text for c, f in zip(r["calls"], r["fulls"], strict=True))
+                print(f"| {r['title']} | {statistics.median(lazy):.2f} | {statistics.median(whole):.2f} | "
+                      f"{statistics.median(speed):.2f} | {same}/{len(r['calls'])} |")
     print(f"\n{platform.machine()}, {os.cpu_count()} CPUs; load average {load[0]:.1f} before, {load[1]:.1f} after")
 
 
@@ -118,7 +145,7 @@ def main() -> None:
         raise SystemExit("not installed: " + ", ".join(f"{n} (`{LOCAL_MODELS[n].install_command()}`)" for n in missing))
     groups = subsets(data_dir(args.data), count=args.subsets, n=args.n, seed=args.seed)
     before = os.getloadavg()[0]
-    rows = [measure(name, groups, k=args.k, free=args.free) for name in names]
+    rows = [measure(name, groups, k=args.k, free=args.free, full_grammar=args.full_grammar) for name in names]
     print_table(rows, command=command_line("bench_local_call.py", sys.argv[1:]), load=(before, os.getloadavg()[0]))
 
 

@@ -200,3 +200,32 @@ def test_a_score_pass_gives_every_id_a_probability_from_one_read_of_the_prompt(l
     # the prompt it has read is not read again: llama.cpp counts the tokens it read (seconds depend on the load)
     raw = local._process().request("score_ids", messages=messages, prefill=score_prefill("json"), ids=ids)
     assert raw["timings"]["prompt_n"] <= 2 < first.prompt_tokens, raw["timings"]
+
+
+def test_the_lazy_grammar_gives_the_answers_of_the_full_grammar_and_masks_the_vocabulary_rarely(
+        local: LocalLlamaBackend) -> None:
+    from selectllm_core.select.listwise import Candidate, PromptSpec, first_request
+    from selectllm_core.select.parsing import parse_answer
+    from selectllm_core.select.prompts import PRESETS
+
+    full = LocalLlamaBackend(local.model_path, n_ctx=local.n_ctx, grammar="full")
+    rows = pd.read_json(DEMO, lines=True).head(30)
+    preset = PRESETS["default"]
+    spec = PromptSpec(preset.template, preset.answer_format)
+    for start in (0, 10, 20):
+        members = [Candidate(f"r{i}", rows["instruction"][i], rows["input"][i] or "") for i in range(start, start + 10)]
+        messages, schema = first_request(members, k=2, prompt=spec)
+        kwargs = {"max_tokens": spec.max_tokens, "temperature": 0.0,
+                  "response_format": {"type": "json_object", "schema": schema}}
+        lazy = local._process().request("chat", messages=messages, kwargs=kwargs)
+        plain = full._process().request("chat", messages=messages, kwargs=kwargs)
+        text = lazy["choices"][0]["message"]["content"]
+        # greedy under a grammar: the most likely allowed token, whichever way the grammar is asked
+        assert text == plain["choices"][0]["message"]["content"]
+        assert "grammar_sampling" not in plain
+        steps = lazy["grammar_sampling"]
+        # one check per answer token, and one for the end token the answer stopped with
+        ended = lazy["choices"][0]["finish_reason"] == "stop"
+        assert steps["checked"] == lazy["usage"]["completion_tokens"] + ended, steps
+        assert steps["masked"] < steps["checked"] / 2, steps  # the chosen token is usually allowed
+        assert parse_answer(text, n=10, k=2).ok, text

@@ -30,7 +30,7 @@ _PROCESSES_LOCK = threading.Lock()
 
 
 def model_process(path: Path, *, n_ctx: int, n_threads: int | None = None, seed: int = 0,
-                  vocab_only: bool = False) -> ModelProcess:
+                  vocab_only: bool = False, grammar: str = "lazy") -> ModelProcess:
     """The shared process for a GGUF model and its settings (started on its first request).
 
     Args:
@@ -39,13 +39,16 @@ def model_process(path: Path, *, n_ctx: int, n_threads: int | None = None, seed:
         n_threads: CPU threads (None: all cores).
         seed: Sampling seed.
         vocab_only: Load only the tokenizer (for counting tokens).
+        grammar: "lazy": a greedy answer under a grammar asks the grammar about the chosen token only (as
+            llama.cpp's own sampler does); "full": llama-cpp-python's sampler, which matches the grammar against
+            the whole vocabulary at every step. Both choose the same tokens; "full" is kept for comparison.
 
     Returns:
         The ModelProcess; a crash inside it raises ModelCrashed on the call, and the next call restarts it.
     """
     config = {"model_path": str(Path(path).resolve()), "vocab_only": vocab_only}
     if not vocab_only:
-        config.update(n_ctx=n_ctx, n_threads=n_threads, seed=seed)
+        config.update(n_ctx=n_ctx, n_threads=n_threads, seed=seed, grammar=grammar)
     key = tuple(sorted(config.items()))
     with _PROCESSES_LOCK:
         if key not in _PROCESSES:
@@ -70,6 +73,8 @@ class LocalLlamaBackend:
         n_ctx: Context window in tokens; prompt plus answer must fit.
         n_threads: CPU threads (None: llama.cpp's default).
         seed: Sampling seed, so temperature > 0 runs repeat too.
+        grammar: How a greedy answer is held to its JSON schema: "lazy" (default) or "full", see
+            `model_process`; the answers are the same.
     """
 
     name = "local"
@@ -83,6 +88,7 @@ class LocalLlamaBackend:
         n_ctx: int = LOCAL_N_CTX,
         n_threads: int | None = None,
         seed: int = 0,
+        grammar: str = "lazy",
     ) -> None:
         # The bundled model's name stays lazy (found on first use), so it describes itself as the default does.
         named = None if model_path in (None, "", DEFAULT_LOCAL_MODEL) else str(model_path)
@@ -90,6 +96,9 @@ class LocalLlamaBackend:
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.seed = seed
+        if grammar not in ("lazy", "full"):
+            raise ValueError(f"grammar must be 'lazy' or 'full', not {grammar!r}")
+        self.grammar = grammar
 
     def _path(self) -> Path:
         """The model file, resolving the bundled default on first use."""
@@ -101,7 +110,8 @@ class LocalLlamaBackend:
 
     def _process(self) -> ModelProcess:
         """The shared model process for these settings."""
-        return model_process(self._path(), n_ctx=self.n_ctx, n_threads=self.n_threads, seed=self.seed)
+        return model_process(self._path(), n_ctx=self.n_ctx, n_threads=self.n_threads, seed=self.seed,
+                             grammar=self.grammar)
 
     def describe(self) -> dict:
         """Backend settings for run manifests."""

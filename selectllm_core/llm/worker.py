@@ -27,6 +27,7 @@ from typing import IO, Any
 import numpy as np
 
 from selectllm_core.errors import BackendError, BackendUnavailable, CapabilityError, ModelCrashed, PromptTooLong
+from selectllm_core.llm.lazy_grammar import lazy_greedy_chain
 
 _ERRORS: dict[str, type[BackendError]] = {
     "unavailable": BackendUnavailable, "context": PromptTooLong, "capability": CapabilityError, "failed": BackendError,
@@ -159,11 +160,31 @@ def _load(config: dict) -> Any:
         if config.get("vocab_only"):
             return Llama(model_path=str(path), vocab_only=True, verbose=False)
         # flash attention and a large batch make prompt evaluation (most of a selection call) markedly faster
-        return Llama(model_path=str(path), n_ctx=config["n_ctx"], n_threads=threads, n_threads_batch=threads,
-                     n_batch=1024, flash_attn=True, seed=config.get("seed", 0), verbose=False)
+        cls = _lazy_grammar_llama(Llama) if config.get("grammar", "lazy") == "lazy" else Llama
+        return cls(model_path=str(path), n_ctx=config["n_ctx"], n_threads=threads, n_threads_batch=threads,
+                   n_batch=1024, flash_attn=True, seed=config.get("seed", 0), verbose=False)
     except (ValueError, RuntimeError) as exc:
         raise BackendUnavailable(f"llama.cpp could not load {path.name} ({exc}); check that it is a GGUF "
                                  "model file") from None
+
+
+_NEUTRAL = {"repeat_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0, "mirostat_mode": 0}
+
+
+def _lazy_grammar_llama(base: type) -> type:
+    """Llama whose greedy answers under a grammar check only the chosen token (`lazy_grammar`), as llama.cpp's own
+    sampler does, instead of the whole vocabulary at every step; the tokens chosen are the same."""
+    class LazyGrammarLlama(base):
+        def _init_sampler(self, **kwargs: Any) -> Any:
+            grammar = kwargs.get("grammar")
+            plain = all(kwargs.get(k, v) == v for k, v in _NEUTRAL.items())
+            if grammar is None or kwargs.get("temp") != 0.0 or kwargs.get("logits_processor") or not plain:
+                return super()._init_sampler(**kwargs)
+            chain = lazy_greedy_chain(self._model, grammar)
+            self.lazy_grammar = chain.lazy  # read by `_chat` for the reply
+            return chain
+
+    return LazyGrammarLlama
 
 
 class _EngineTimer:
@@ -191,6 +212,7 @@ class _EngineTimer:
 
 def _chat(llm: Any, req: dict, n_ctx: int) -> dict:
     timer = _EngineTimer(llm)
+    llm.lazy_grammar = None
     try:
         response = llm.create_chat_completion(messages=req["messages"], **req["kwargs"])
     except ValueError as exc:
@@ -199,6 +221,9 @@ def _chat(llm: Any, req: dict, n_ctx: int) -> dict:
                                 "use smaller subsets (--subset-size) or shorter inputs (--max-input-chars)") from None
         raise BackendError(f"the local model failed: {exc}") from None
     timer.add_to(response)
+    lazy = llm.lazy_grammar
+    if lazy is not None:  # how often the chosen token needed the grammar over the whole vocabulary
+        response["grammar_sampling"] = {"checked": lazy.checks, "masked": lazy.full}
     return response
 
 
