@@ -94,6 +94,23 @@ def measure(name: str, groups: list[list[Candidate]], *, k: int, free: bool, ful
     return {"name": name, "title": model.title, "calls": calls, "frees": frees, "fulls": fulls}
 
 
+def _ratio(calls: list) -> float:
+    """Median of ours / llama.cpp's own over the calls."""
+    return statistics.median(c.elapsed / c.engine_seconds for c in calls if c.engine_seconds)
+
+
+def _comparison(rows: list[dict], key: str, title: str, header: list[str], cells) -> None:  # noqa: ANN001
+    """A table of the default calls against the same requests sent another way (`rows[i][key]`)."""
+    if not any(r[key] for r in rows):
+        return
+    print(f"\n{title}:\n")
+    print("| model | " + " | ".join(header) + " |")
+    print("| --- |" + " ---: |" * len(header))
+    for r in rows:
+        if r[key]:
+            print(f"| {r['title']} | " + " | ".join(cells(r["calls"], r[key])) + " |")
+
+
 def print_table(rows: list[dict], *, command: str, load: tuple[float, float]) -> None:
     print("### A local call against llama.cpp's own time for the same prompt and answer tokens\n")
     print(f"`{command}`\n")
@@ -108,32 +125,19 @@ def print_table(rows: list[dict], *, command: str, load: tuple[float, float]) ->
               f"{statistics.mean(c.elapsed for c in calls):.2f} | "
               f"{statistics.mean(c.engine_seconds for c in calls):.2f} | {statistics.median(ratios):.2f} | "
               f"{max(ratios):.2f} |")
-    if any(r["frees"] for r in rows):
-        print("\nWithout the grammar (same prompts read in full, answers capped at the grammar answers' length):\n")
-        print("| model | with the grammar: ours / llama.cpp's own | without: ours / llama.cpp's own | answer "
-              "tokens with / without |")
-        print("| --- | ---: | ---: | ---: |")
-        for r in rows:
-            if r["frees"]:
-                w = [c.elapsed / c.engine_seconds for c in r["calls"]]
-                f = [c.elapsed / c.engine_seconds for c in r["frees"]]
-                print(f"| {r['title']} | {statistics.median(w):.2f} | {statistics.median(f):.2f} | "
-                      f"{sum(c.completion_tokens for c in r['calls'])} / "
-                      f"{sum(c.completion_tokens for c in r['frees'])} |")
-    if any(r["fulls"] for r in rows):
-        print("\nThe grammar asked about the chosen token (lazy, the default) against the whole vocabulary at every step "
-              "(full), same requests:\n")
-        print("| model | lazy: ours / llama.cpp's own | full: ours / llama.cpp's own | full s/call / lazy s/call "
-              "| identical answers |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for r in rows:
-            if r["fulls"]:
-                lazy = [c.elapsed / c.engine_seconds for c in r["calls"]]
-                whole = [c.elapsed / c.engine_seconds for c in r["fulls"]]
-                speed = [f.elapsed / c.elapsed for c, f in zip(r["calls"], r["fulls"], strict=True)]
-                same = sum(c.text == f.text for c, f in zip(r["calls"], r["fulls"], strict=True))
-                print(f"| {r['title']} | {statistics.median(lazy):.2f} | {statistics.median(whole):.2f} | "
-                      f"{statistics.median(speed):.2f} | {same}/{len(r['calls'])} |")
+    _comparison(rows, "frees", "Without the grammar (same prompts read in full, answers capped at the grammar "
+                "answers' length)", ["with the grammar: ours / llama.cpp's own", "without: ours / llama.cpp's own",
+                                     "answer tokens with / without"],
+                lambda calls, other: [f"{_ratio(calls):.2f}", f"{_ratio(other):.2f}",
+                                      f"{sum(c.completion_tokens for c in calls)} / "
+                                      f"{sum(c.completion_tokens for c in other)}"])
+    _comparison(rows, "fulls", "The grammar asked about the chosen token (lazy, the default) against the whole "
+                "vocabulary at every step (full), same requests",
+                ["lazy: ours / llama.cpp's own", "full: ours / llama.cpp's own", "full s/call / lazy s/call",
+                 "identical answers"],
+                lambda calls, other: [f"{_ratio(calls):.2f}", f"{_ratio(other):.2f}",
+                                      f"{statistics.median(f.elapsed / c.elapsed for c, f in zip(calls, other)):.2f}",
+                                      f"{sum(c.text == f.text for c, f in zip(calls, other))}/{len(calls)}"])
     print(f"\n{platform.machine()}, {os.cpu_count()} CPUs; load average {load[0]:.1f} before, {load[1]:.1f} after")
 
 
