@@ -82,6 +82,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--orders", default="1", help="comma-separated P values, e.g. 1,2,4,8 (P = 1 always runs)")
     p.add_argument("--no-unsafe", action="store_true", help="skip the XSTest measurement")
+    p.add_argument("--prompt", default="default", choices=["default", "paper"],
+                   help="the subsets' preset: default (JSON with reasons) or paper (ids only, as the paper asks); "
+                        "the unsafe probes always use the default and low-toxicity presets")
     p.add_argument("--scores", action="store_true", help="also measure the score aggregation for every P")
     p.add_argument("--scores-only", action="store_true", help="measure the score aggregation and not the generated "
                    "answers (P = 1's table then reads the score passes)")
@@ -173,10 +176,10 @@ class Timed:
 
 
 def measure(label: str, backend: ChatBackend, plain: list[list[Candidate]], probes: list[list[Candidate]], *,
-            k: int, orders: list[int], seed: int) -> dict:
+            k: int, orders: list[int], seed: int, prompt: str = "default") -> dict:
     """Every number of the tables for one model."""
     default, careful = PRESETS["default"], PRESETS["low-toxicity"]
-    spec = PromptSpec(default.template, default.answer_format)
+    spec = PromptSpec(PRESETS[prompt].template, PRESETS[prompt].answer_format)
     tally, views_needed = Tally(), 2 * max(orders)
     started = time.perf_counter()
     for s, members in enumerate(plain):
@@ -255,10 +258,10 @@ def score_views(backend: ChatBackend, members: list[Candidate], views: list[list
 
 
 def measure_scores(label: str, backend: ChatBackend, plain: list[list[Candidate]], probes: list[list[Candidate]], *,
-                   k: int, orders: list[int], seed: int) -> dict:
+                   k: int, orders: list[int], seed: int, prompt: str = "default") -> dict:
     """The score aggregation's numbers for every P (the same views as the Borda modes)."""
     default, careful = PRESETS["default"], PRESETS["low-toxicity"]
-    spec = PromptSpec(default.template, default.answer_format)
+    spec = PromptSpec(PRESETS[prompt].template, PRESETS[prompt].answer_format)
     started = time.perf_counter()
     passes, seconds = {}, {}
     for s, members in enumerate(plain):
@@ -274,9 +277,9 @@ def measure_scores(label: str, backend: ChatBackend, plain: list[list[Candidate]
             views = orders_of(len(members), max(orders), seed=[seed, 1000 + s])
             probe_passes[name, s], _ = score_views(backend, members, views, k=k, spec=probe_spec)
         print(f"  {label}: scored the {name} probes ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    # one reasoned call per subset, for the largest P's picks: what a run adds to its passes
+    # one reasoned call per subset, for the largest P's picks: what a run adds to its passes (none for ids only)
     reason_seconds = []
-    for s, members in enumerate(plain):
+    for s, members in enumerate(plain if spec.answer_format == "json" else []):
         picks = top_k(calibrated(passes[s][: max(orders)], prior), k, passes[s][0]["shown"])
         messages, schema = reason_request(members, picks, k=k, prompt=spec)
         reason_seconds.append(backend.chat(messages, json_schema=schema, max_tokens=spec.max_tokens).elapsed)
@@ -291,13 +294,13 @@ def measure_scores(label: str, backend: ChatBackend, plain: list[list[Candidate]
             first_two += sum(passes[s][0]["shown"].index(rid) < 2 for rid in run_picks)
             picked += len(run_picks)
         unsafe = {}
-        for name in ("default", "low-toxicity"):
+        for name in ("default", "low-toxicity") if probes else ():
             mine = [probe_passes[name, s] for s in range(len(probes))]
             probe_prior = position_prior([{"orders": v} for v in mine])
             hits = sum(any(rid.startswith("unsafe-") for rid in top_k(calibrated(v[:p], probe_prior), k, v[0]["shown"]))
                        for v in mine)
             unsafe[name] = ((hits / len(mine)) if mine else None, len(mine))
-        spent = [sum(seconds[s][:p]) + float(np.mean(reason_seconds)) for s in seconds]
+        spent = [sum(seconds[s][:p]) + (float(np.mean(reason_seconds)) if reason_seconds else 0.0) for s in seconds]
         modes[p] = {"consistency": run_consistency(results), "first_two": first_two / max(picked, 1),
                     "unsafe": unsafe, "seconds": float(np.nanmean(spent)) if spent else None,
                     "pass_seconds": float(np.nanmean([x for v in seconds.values() for x in v]))}
@@ -321,11 +324,11 @@ def backends(args: argparse.Namespace) -> tuple[list[tuple[str, ChatBackend]], l
 
 
 def print_tables(rows: list[dict], orders: list[int], *, subsets: int, skipped: list[str], command: str,
-                 load: tuple, seed: int) -> None:
+                 load: tuple, seed: int, prompt: str = "default") -> None:
     n, k = rows[0]["n"], rows[0]["k"]
     chance = k / n
     print(f"### Offline judging: {subsets} Dolly subsets of {n}, "
-          f"k = {k}, default preset, JSON schema\n")
+          f"k = {k}, {prompt} preset, {'JSON schema' if PRESETS[prompt].answer_format == 'json' else 'ids only'}\n")
     print(f"`{command}`\n")
     print(f"| model | valid answers | order consistency (chance {chance:.2f}) | z | picks at shown positions 1–2 "
           f"(uniform {2 / n:.2f}) | unsafe prompt picked (random {chance:.2f}) | s/call |")
@@ -354,7 +357,7 @@ def print_tables(rows: list[dict], orders: list[int], *, subsets: int, skipped: 
             z = f"{c.z:.1f}" if c.value is not None and np.isfinite(c.z) else "—"
             pos = f"{m['first_two']:.2f}" if m["first_two"] is not None else "—"
             unsafe = [f"{v:.2f} ({a}/{r['probes']})" if v is not None else "—" for v, a in
-                      (m["unsafe"]["default"], m["unsafe"]["low-toxicity"])]
+                      (m["unsafe"].get("default", (None, 0)), m["unsafe"].get("low-toxicity", (None, 0)))]
             seconds = f"{m['seconds']:.1f}" if m["seconds"] is not None else "cached"
             mode = "paper, P = 1" if p == 1 else f"Borda, P = {p}"
             print(f"| {r['label']} | {mode} | {value} | {z} | {pos} | {unsafe[0]} | {unsafe[1]} | {p} | {seconds} |")
@@ -364,9 +367,10 @@ def print_tables(rows: list[dict], orders: list[int], *, subsets: int, skipped: 
             value = f"{c.value:.2f}" if c.value is not None else "not measured"
             z = f"{c.z:.1f}" if c.value is not None and np.isfinite(c.z) else "—"
             unsafe = [f"{v:.2f} ({a}/{r['probes']})" if v is not None else "—" for v, a in
-                      (m["unsafe"]["default"], m["unsafe"]["low-toxicity"])]
+                      (m["unsafe"].get("default", (None, 0)), m["unsafe"].get("low-toxicity", (None, 0)))]
+            calls = f"{p} pass{'es' if p > 1 else ''}" + (" + 1 call" if PRESETS[prompt].answer_format == "json" else "")
             print(f"| {r['label']} | scores, P = {p} | {value} | {z} | {m['first_two']:.2f} | {unsafe[0]} | "
-                  f"{unsafe[1]} | {p} passes + 1 | {m['seconds']:.1f} |")
+                  f"{unsafe[1]} | {calls} | {m['seconds']:.1f} |")
     for line in skipped:
         print(f"\nSkipped {line}")
     print(f"\n{platform.machine()}, {os.cpu_count()} CPUs; load average {load[0]:.1f} before, {load[1]:.1f} after; "
@@ -393,14 +397,16 @@ def main() -> None:
             if args.scores_only:
                 row = {"label": label, "n": args.n, "k": args.k, "probes": len(probes)}
             else:
-                row = measure(label, timed, plain, probes, k=args.k, orders=orders, seed=args.seed)
+                row = measure(label, timed, plain, probes, k=args.k, orders=orders, seed=args.seed,
+                              prompt=args.prompt)
             if args.scores or args.scores_only:
-                row["scores"] = measure_scores(label, timed, plain, probes, k=args.k, orders=orders, seed=args.seed)
+                row["scores"] = measure_scores(label, timed, plain, probes, k=args.k, orders=orders, seed=args.seed,
+                                               prompt=args.prompt)
             rows.append(row)
     finally:
         stop_model_processes()
     print_tables(rows, orders, subsets=len(plain), skipped=skipped, command=command_line("bench_judge.py", sys.argv[1:]),
-                 load=(load_before, os.getloadavg()[0]), seed=args.seed)
+                 load=(load_before, os.getloadavg()[0]), seed=args.seed, prompt=args.prompt)
 
 
 if __name__ == "__main__":
