@@ -35,6 +35,9 @@ subsets (as a run takes it over its round), each group's picks are the k best ca
 (`select.scores.calibrated`), and the run's picks those of views 1..P. Its s/subset is the P passes plus the
 mean measured time of the one reasoned call a run then makes per subset (asked for the largest P's picks).
 
+--prompt paper asks the subsets with the paper's ids-only prompt instead of the default JSON one (no reasons, so
+the score aggregation makes no reasoned call); the unsafe probes keep the default and low-toxicity presets.
+
 Answers are kept in a response cache under benchmarks/.cache/judge (keyed by model file, prompt and schema, as a
 run's are), so a longer --orders list reuses the answers of a shorter one; --no-cache asks again.
 """
