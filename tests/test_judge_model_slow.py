@@ -82,3 +82,31 @@ def test_it_judges_content_not_positions(real_cache: Path, shared_data: Path) ->
         stop_model_processes()
     assert first_two / picks < 0.75, "a position picker takes the first two shown (SmolLM2: 1.00)"
     assert agree >= 1, "some pick survives reversing the order (random picks share 0.2 per subset on average)"
+
+
+def test_its_score_passes_are_probabilities_and_the_reasoned_call_explains_exactly_the_picks(
+        real_cache: Path, shared_data: Path) -> None:
+    from selectllm_core.select.scores import SCORED, position_prior, reason_subset, score_subset
+
+    backend = make_backend("local", model=QWEN.name)
+    spec = PromptSpec(PRESETS["default"].template, PRESETS["default"].answer_format)
+    subsets = dolly_subsets(shared_data)[:2]
+    try:
+        scored = [score_subset(backend, members, subset=s, k=K, prompt=spec, orders=2)
+                  for s, members in enumerate(subsets)]
+        assert all(out.status == SCORED for out in scored), [(o.error, o.raw) for o in scored]
+        for out in scored:
+            for o in out.orders:
+                # every id of the subset gets a probability, and most of the model's mass is on the ids
+                assert len(o["logprobs"]) == N and sum(np.exp(o["logprobs"])) == pytest.approx(1.0, abs=1e-4)
+                assert o["mass"] > 0.5, o["mass"]
+        prior = position_prior([{"orders": out.orders} for out in scored])
+        for s, out in enumerate(scored):
+            stored = {"members": out.members, "orders": out.orders, "raw": out.raw}
+            done = reason_subset(backend, stored, subset=s, k=K, prompt=spec, prior=prior, candidates=subsets[s])
+            assert len(done.picks) == K and set(done.picks) <= set(out.members)
+            # the reasons are for the picks, and only for them (or the note says why there are none)
+            assert set(done.reasons) == set(done.picks) or done.note, (done.reasons, done.raw)
+            assert all(r.strip() for r in done.reasons.values())
+    finally:
+        stop_model_processes()
