@@ -46,6 +46,10 @@ class CapabilityError(BackendError):
 class AnswerError(SelectLLMError):
     """A model answer cannot be used as picks (kept raw; never turned into fake picks)."""
 
+    def __init__(self, message: str, raw: str | None = None) -> None:
+        super().__init__(message)
+        self.raw = raw  # the answer itself, for the curator to read
+
 
 class WorkspaceError(SelectLLMError):
     """The workspace file cannot be opened or written, or holds something it should not."""

@@ -12,6 +12,10 @@ Fault vocabulary (keys of one fault dict, combinable with "sleep"):
     {"content": "..."} / {"content": None}           this answer text instead of the default reply (marks as
                                                      in "body": a server that puts the key in an answer)
     {"echo": True}                                   answer with the prompt itself (a model repeating it)
+    {"tokens": [[text, {alt: logprob}], ...]}          this answer, token by token, with each token's listed
+                                                     alternatives as its logprobs (when logprobs were asked)
+    {"logprobs": False}                              list no token probabilities even when asked (a server
+                                                     without them)
     {"drop": True}                                   close the connection without answering
 """
 
@@ -134,14 +138,18 @@ class FakeOpenAIServer:
             return self._record(record, self.reject_status, {},
                                 {"error": {"message": message, "type": "invalid_request_error"}})
         content = _first_user_text(body) if fault.get("echo") else _render(fault.get("content", self.reply), headers)
-        return self._record(record, 200, {}, self._completion(body, content))
+        if "tokens" in fault and "content" not in fault:
+            content = "".join(text for text, _alts in fault["tokens"])
+        ask = body if fault.get("logprobs", True) else {**body, "logprobs": False}
+        return self._record(record, 200, {}, self._completion(ask, content, fault.get("tokens")))
 
     @staticmethod
     def _record(record: dict[str, Any], status: int, headers: dict[str, str], body: Any) -> tuple:
         record["status"] = status
         return status, headers, body
 
-    def _completion(self, body: dict[str, Any], content: str | None) -> dict[str, Any]:
+    def _completion(self, body: dict[str, Any], content: str | None,
+                    tokens: list | None = None) -> dict[str, Any]:
         """An OpenAI chat.completion object, with logprobs when they were asked for."""
         choice: dict[str, Any] = {
             "index": 0,
@@ -149,7 +157,12 @@ class FakeOpenAIServer:
             "finish_reason": "stop",
             "logprobs": None,
         }
-        if body.get("logprobs") and body.get("top_logprobs"):
+        if body.get("logprobs") and tokens is not None:
+            choice["logprobs"] = {"content": [
+                {"token": text, "logprob": alts.get(text, max(alts.values())), "bytes": None,
+                 "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in alts.items()]}
+                for text, alts in tokens]}
+        elif body.get("logprobs") and body.get("top_logprobs"):
             tops = [{"token": str(d), "logprob": -float(d), "bytes": None} for d in range(1, 6)]
             choice["logprobs"] = {"content": [{"token": "1", "logprob": -1.0, "bytes": None, "top_logprobs": tops}]}
         out = {

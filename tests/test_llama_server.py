@@ -7,6 +7,7 @@ parses to valid display ids, usage is reported, and token probabilities come bac
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import socket
 import subprocess
@@ -19,7 +20,9 @@ import pytest
 
 from selectllm_core.errors import BackendUnavailable
 from selectllm_core.llm import LocalLlamaBackend, OpenAICompatibleBackend, bundled_model_path
+from selectllm_core.select.listwise import Candidate, PromptSpec, first_request
 from selectllm_core.select.parsing import parse_answer
+from selectllm_core.select.prompts import load_template, score_prefill
 
 pytestmark = pytest.mark.slow
 
@@ -203,3 +206,33 @@ def test_local_top_logprobs_is_a_distribution(local: LocalLlamaBackend) -> None:
 def test_local_models_are_shared(local: LocalLlamaBackend) -> None:
     other = LocalLlamaBackend(local.model_path, n_ctx=local.n_ctx)
     assert other._process() is local._process()  # one model process per settings, loaded once
+
+
+def paper_messages() -> list[dict]:
+    """The paper's ids-only prompt over the five candidates, as a run sends it."""
+    template, answer_format = load_template("paper")
+    shown = [Candidate(str(i), text, "") for i, text in enumerate(CANDIDATES, 1)]
+    messages, _schema = first_request(shown, k=2, prompt=PromptSpec(template, answer_format))
+    return messages
+
+
+@pytest.mark.server
+def test_server_score_pass_reads_the_id_slot_of_its_answer_as_the_local_pass_does(
+        server_url: str, local: LocalLlamaBackend) -> None:
+    remote = OpenAICompatibleBackend(base_url=server_url, model="smollm2", timeout=60, max_retries=1)
+    ids = [str(i) for i in range(1, len(CANDIDATES) + 1)]
+    messages = paper_messages()
+    over_http = remote.score_ids(messages, prefill=score_prefill("ids"), ids=ids)
+    in_process = local.score_ids(messages, prefill=score_prefill("ids"), ids=ids)
+    assert remote.supports_logprobs is True
+    assert set(over_http.logprobs) == set(ids) and sum(math.exp(v) for v in over_http.logprobs.values()) == (
+        pytest.approx(1.0, abs=1e-6))
+    assert over_http.prompt_tokens > 100 and 0 < over_http.completion_tokens <= remote.score_answer_tokens("[")
+    assert 0 < over_http.mass <= 1.0 + 1e-6
+    # the server's answer begins "[" as the local pass's begun answer does, so both read the same slot: the
+    # same ranking of the listed ids, and the same numbers up to the server's own batching (about 0.05 nats)
+    listed = [i for i in ids if i not in over_http.bounded]
+    assert len(listed) >= 3
+    assert sorted(listed, key=lambda i: -over_http.logprobs[i]) == sorted(listed, key=lambda i: -in_process.logprobs[i])
+    top = max(listed, key=lambda i: over_http.logprobs[i])
+    assert over_http.logprobs[top] == pytest.approx(in_process.logprobs[top], abs=0.15)

@@ -21,7 +21,7 @@ from typing import Any
 
 from selectllm_core.embed.cache import default_cache_dir
 from selectllm_core.errors import ConfigError, RunStopped, SpendCapReached
-from selectllm_core.llm import ChatBackend, ChatResult, ScoreResult, backend_identity
+from selectllm_core.llm import ChatBackend, ChatResult, ScoreResult, backend_identity, score_answer_tokens
 from selectllm_core.llm.cache import CachedAnswer, ResponseCache, request_key, score_key
 from selectllm_core.llm.prices import Price, money, price_for
 from selectllm_core.store import Store
@@ -235,14 +235,16 @@ class MeteredBackend:
                 self.meter.hit()
                 got = json.loads(hit.text)
                 return ScoreResult(got["logprobs"], hit.prompt_tokens, hit.model, 0.0, mass=got.get("mass"),
-                                   cost=0.0, cached=True)
-        reserved = self.meter.reserve(self._prompt_bound(messages), 1)
+                                   cost=0.0, cached=True, completion_tokens=hit.completion_tokens,
+                                   bounded=list(got.get("bounded") or []))
+        reserved = self.meter.reserve(self._prompt_bound(messages), max(1, score_answer_tokens(self.inner, prefill)))
         result = None
         try:
             result = self.inner.score_ids(messages, prefill=prefill, ids=ids)
         finally:
             self.meter.settle(reserved, result)
         if key is not None:
-            cache.put(key, CachedAnswer(json.dumps({"logprobs": result.logprobs, "mass": result.mass}),
-                                        result.prompt_tokens, 0, result.model, "scores"))
+            cache.put(key, CachedAnswer(json.dumps({"logprobs": result.logprobs, "mass": result.mass,
+                                                    "bounded": result.bounded}),
+                                        result.prompt_tokens, result.completion_tokens, result.model, "scores"))
         return result

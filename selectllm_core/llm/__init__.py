@@ -19,6 +19,7 @@ from selectllm_core.llm.base import (
     backend_identity,
     bundled_model_path,
     can_score,
+    score_answer_tokens,
     top_logprobs_of,
 )
 from selectllm_core.llm.local import LocalLlamaBackend
@@ -94,6 +95,7 @@ __all__ = [
     "backend_identity",
     "bundled_model_path",
     "can_score",
+    "score_answer_tokens",
     "local_model",
     "make_backend",
     "top_logprobs_of",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -44,7 +44,9 @@ class ChatResult:
 class ScoreResult:
     """One score pass: the log probability of each answer id at the first answer slot, and what it cost.
 
-    No answer is generated: the model reads the prompt and the begun answer (`prefill`) once.
+    The local model generates nothing: it reads the prompt and the begun answer (`prefill`) once. A chat server
+    writes a short answer whose first id slot is read (`completion_tokens`); ids it listed no probability for get an
+    upper bound and are named in `bounded`.
     """
 
     logprobs: dict[str, float]  # id -> natural-log probability, normalised over the ids asked
@@ -55,12 +57,14 @@ class ScoreResult:
     cost: float | None = None
     cached: bool = False
     engine_seconds: float | None = None
-    completion_tokens: int = 0  # nothing is generated (the meter prices prompt and answer tokens alike)
+    completion_tokens: int = 0  # answer tokens generated to reach the slot (the meter prices them like any)
+    bounded: list[str] = field(default_factory=list)  # ids given an upper bound: no probability was listed for them
 
     def record(self) -> dict:
         """This pass as one entry of a unit's `calls`."""
-        return {"ok": True, "prompt_tokens": self.prompt_tokens, "completion_tokens": 0, "elapsed": self.elapsed,
-                "answer_format": "scores", "cost": self.cost, "cached": self.cached, "model": self.model}
+        return {"ok": True, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "elapsed": self.elapsed, "answer_format": "scores", "cost": self.cost, "cached": self.cached,
+                "model": self.model}
 
 
 @runtime_checkable
@@ -127,9 +131,17 @@ def top_logprobs_of(backend: ChatBackend, messages: list[dict], *, n: int = 20) 
 
 
 def can_score(backend: ChatBackend) -> bool:
-    """Whether the backend scores answer ids (`score_ids`): the local model does; chat-only servers do not."""
+    """Whether the backend scores answer ids (`score_ids`): the local model and servers that give logprobs do."""
     inner = getattr(backend, "inner", backend)
-    return callable(getattr(inner, "score_ids", None))
+    return callable(getattr(inner, "score_ids", None)) and getattr(inner, "supports_logprobs", None) is not False
+
+
+def score_answer_tokens(backend: ChatBackend, prefill: str) -> int:
+    """Most answer tokens one score pass generates: 0 for the local model, which is handed the begun answer; a
+    chat server writes the opening itself (`OpenAICompatibleBackend.score_answer_tokens`)."""
+    inner = getattr(backend, "inner", backend)
+    method = getattr(inner, "score_answer_tokens", None)
+    return int(method(prefill)) if callable(method) else 0
 
 
 def bundled_model_path() -> Path:

@@ -14,6 +14,7 @@ JSON output (``json_mode``):
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -21,14 +22,18 @@ import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from selectllm_core.errors import BackendError, BackendUnavailable, CapabilityError, ConfigError
-from selectllm_core.llm.base import ChatResult
+import numpy as np
+
+from selectllm_core.errors import AnswerError, BackendError, BackendUnavailable, CapabilityError, ConfigError
+from selectllm_core.llm.base import ChatResult, ScoreResult
 
 OPENAI_URL = "https://api.openai.com/v1"
 DUMMY_KEY = "not-needed"
 JSON_MODES = ("auto", "schema", "off")
 # The response_format dialects "auto" tries, most standard first.
 _FORMATS = ("json_schema", "json_object", "none")
+SCORE_TOP = 20  # alternatives asked per answer token in a score pass: the most OpenAI's API gives
+SCORE_LEAD_TOKENS = 16  # answer tokens a score pass allows before the begun answer (a code fence, a word or two)
 
 
 def safe_url(url: str) -> str:
@@ -172,6 +177,55 @@ class OpenAICompatibleBackend:
             )
         self.supports_logprobs = True
         return {entry.token: float(entry.logprob) for entry in content[0].top_logprobs}
+
+    def score_answer_tokens(self, prefill: str) -> int:
+        """Most answer tokens one score pass generates (a token is at least one character; the meter reserves this)."""
+        return len(prefill) + SCORE_LEAD_TOKENS + 2
+
+    def score_ids(self, messages: list[dict], *, prefill: str, ids: list[str]) -> ScoreResult:
+        """Log probabilities of each id at the first answer slot, read from a short greedy answer's token probabilities.
+
+        A chat server cannot be handed a begun answer, so the model writes the opening itself: a short greedy
+        answer with no response_format (no grammar), and the slot is the token after the first opening that reads
+        `prefill` (whitespace aside). The slot's top 20 alternatives give each id's probability. An id that is
+        not among them gets the least listed probability, an upper bound, and is named in `bounded`. Ids written
+        digit by digit ("1", then "0" for 10) are told apart only by the token after a "1" the model wrote.
+
+        Args:
+            messages: The conversation.
+            prefill: How the answer begins before its first id, e.g. "[" for an ids-only answer.
+            ids: The answer ids to score, e.g. ["1", .., "10"].
+
+        Returns:
+            A ScoreResult, normalised over the ids; completion_tokens counts the short answer.
+
+        Raises:
+            CapabilityError: The server gives no token probabilities, or two ids could not be told apart.
+        AnswerError: The answer never reached a first id (its text is kept in `raw`).
+        """
+        kwargs = {"max_tokens": self.score_answer_tokens(prefill), "temperature": 0.0, "logprobs": True,
+                  "top_logprobs": SCORE_TOP}
+        start = time.perf_counter()
+        try:
+            send = self._create if self.supports_logprobs else self._probe
+            response = send(messages, kwargs)
+        except _Refused as exc:
+            self.supports_logprobs = False
+            raise CapabilityError(f"this backend does not expose token probabilities ({exc}); use --aggregation "
+                                  "borda with it.") from None
+        content = getattr(response.choices[0].logprobs, "content", None) if response.choices else None
+        if not content or not content[0].top_logprobs:
+            self.supports_logprobs = False
+            raise CapabilityError(f"{safe_url(self.base_url)} returned no token probabilities, so answer ids "
+                                  "cannot be scored; use --aggregation borda with it, or the local model.")
+        self.supports_logprobs = True
+        tokens = [(entry.token, {alt.token: float(alt.logprob) for alt in entry.top_logprobs}) for entry in content]
+        logprobs, mass, bounded = slot_logprobs(tokens, prefill=prefill, ids=[str(i) for i in ids])
+        usage = response.usage
+        return ScoreResult(logprobs=logprobs, prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                           model=response.model or self.model, elapsed=time.perf_counter() - start, mass=mass,
+                           completion_tokens=int(getattr(usage, "completion_tokens", 0) or len(tokens)),
+                           bounded=bounded)
 
     # --- requests ------------------------------------------------------------------------
 
@@ -324,3 +378,79 @@ def _server_detail(exc: Any) -> str:
             detail = detail.get("message") or detail
     text = str(detail if detail is not None else getattr(exc, "message", "")).strip()
     return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def slot_logprobs(tokens: list[tuple[str, dict[str, float]]], *, prefill: str,
+                  ids: list[str]) -> tuple[dict[str, float], float, list[str]]:
+    """Each id's log probability at the first answer slot of a generated answer, from its tokens' alternatives.
+
+    Args:
+        tokens: The answer as (token text, {alternative text: log probability}) per generated token.
+        prefill: The opening before the first id (matched with whitespace removed).
+        ids: The ids to score.
+
+    Returns:
+        (id -> log probability normalised over the ids, the ids' share of the slot's listed probability,
+        the ids given an upper bound because the server listed no alternative for them).
+
+    Raises:
+        AnswerError: The answer never reached a first id, or held none at its slot.
+        CapabilityError: Digit-by-digit ids cannot be told apart from this answer.
+    """
+    slot = _first_slot([text for text, _alts in tokens], prefill)
+    answer = "".join(text for text, _alts in tokens)
+    if slot is None:
+        raise AnswerError(f"the model's answer did not reach a first id after {prefill!r}, so no id could be "
+                          f"scored (its answer began {answer[:120]!r}); use --aggregation borda with this model",
+                          raw=answer)
+    alts = tokens[slot][1]
+    found: dict[str, float] = {}
+    for text, lp in alts.items():  # " 3" and "3" are two tokens that both write id 3
+        key = text.strip()
+        found[key] = float(np.logaddexp(found[key], lp)) if key in found else lp
+    whole = {i for i in ids if i in found}
+    split = [i for i in ids if any(j != i and j.startswith(i) for j in ids) and not any(
+        j in found for j in ids if j != i and j.startswith(i))]
+    out: dict[str, float] = {}
+    for i in ids:
+        if i in split and i in found:  # "1" may begin "10".. here: the next token says whether the answer stopped
+            written = tokens[slot][0].strip() == i and slot + 1 < len(tokens)
+            if not written:
+                raise CapabilityError(
+                    f"this model writes ids digit by digit, so the probability of {i!r} also holds the ids it begins "
+                    f"({', '.join(j for j in ids if j != i and j.startswith(i))}), and its answer did not write "
+                    f"{i!r} to tell them apart; use subsets of at most 9 (--subset-size 9) or --aggregation borda.")
+            following = {t.strip(): lp for t, lp in tokens[slot + 1][1].items()}
+            longer = [j for j in ids if j != i and j.startswith(i)]
+            go_on = [following[j[len(i):]] for j in longer if j[len(i):] in following]
+            for j in longer:
+                if j[len(i):] in following:
+                    out[j] = found[i] + following[j[len(i):]]
+            stop = 1.0 - float(np.exp(np.logaddexp.reduce(go_on))) if go_on else 1.0
+            out[i] = found[i] + math.log(max(stop, 1e-12))
+    for i in ids:
+        if i not in out and i in whole:
+            out[i] = found[i]
+    if not out:
+        raise AnswerError(f"the model's answer held none of the ids {ids[0]}..{ids[-1]} at its first id slot (it "
+                          f"began {answer[:120]!r}), so no id could be scored; use --aggregation borda with it",
+                          raw=answer)
+    listed = list(out.values())
+    floor = min(alts.values())
+    bounded = [i for i in ids if i not in out]
+    for i in bounded:
+        out[i] = floor  # at most the least listed alternative's probability
+    mass = float(np.exp(np.logaddexp.reduce(listed))) if listed else 0.0
+    norm = float(np.logaddexp.reduce(list(out.values())))
+    return {i: out[i] - norm for i in ids}, mass, bounded
+
+
+def _first_slot(texts: list[str], prefill: str) -> int | None:
+    """The index of the token after the answer's first opening that reads `prefill` (whitespace aside), or None."""
+    target = "".join(prefill.split())
+    written = ""
+    for index, text in enumerate(texts):
+        if written.endswith(target) and text.strip():
+            return index
+        written += "".join(text.split())
+    return None

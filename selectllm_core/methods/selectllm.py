@@ -58,8 +58,9 @@ PARAMS = (
           "answer with reasons, and Borda counts combine them. scores: every order is a one-token score pass (no "
           "generation), each id's probability is divided by the probability the run's passes give its position, "
           "and one reasoned call per subset explains the best-scored picks (P score passes + 1 call; needs a "
-          "backend that scores answer tokens: the local model). Measured by benchmarks/bench_judge.py on 6 Dolly "
-          "subsets: with Qwen2.5-Coder-1.5B and 4 orders, scores agreed with themselves 0.58 against Borda's 0.33 "
+          "backend that scores answer tokens: the local model, or a server that returns logprobs, where a pass "
+          "writes the answer's first few tokens). Measured by benchmarks/bench_judge.py on 6 Dolly subsets: with "
+          "Qwen2.5-Coder-1.5B and 4 orders, scores agreed with themselves 0.58 against Borda's 0.33 "
           "(chance 0.20) at about 0.6x Borda's time; with 1 or 2 orders scores were at chance, and the bundled "
           "SmolLM2 is at chance either way.", choices=AGGREGATIONS, setting=True),
     Param("check_orders", int, 0, "With one order: ask this many sampled subsets again in reversed order, to "
@@ -110,6 +111,14 @@ class RunResult:
     stats: dict = field(default_factory=dict)
     store: Store | None = field(default=None, repr=False)
     pool_saved: PoolSaved | None = None  # whether the pool was new, a new version, or already stored
+
+
+def check_can_score(aggregation: str | None, backend: ChatBackend) -> None:
+    """ConfigError, before any work, when the scores aggregation is asked of a backend that gives no id probabilities."""
+    if aggregation == "scores" and not can_score(backend):
+        raise ConfigError(f"The scores aggregation reads the probability of each answer id, and the {backend.name} "
+                          "backend does not give it. Use the local backend or a server that returns logprobs, "
+                          "or --aggregation borda.")
 
 
 def embed(pool: Pool, *, embed_model: str | None = None, embedder: Embedder | None = None,
@@ -238,9 +247,7 @@ def run(
     store = store or Store()
     cache = cache or EmbeddingCache()
     backend = backend or make_backend("local")
-    if config.aggregation == "scores" and not can_score(backend):
-        raise ConfigError(f"The scores aggregation reads the probability of each answer id, and the {backend.name} "
-                          "backend does not give it. Use the local backend, or --aggregation borda.")
+    check_can_score(config.aggregation, backend)
     meter = Meter.for_backend(store, backend, cache=response_cache(responses) if engine == "local" else None,
                               max_cost=max_cost, cancel=cancel)
     executor = executor_for(engine, backend, meter=meter)  # an unknown engine fails here, before any work
@@ -454,9 +461,7 @@ def retry_failed(store: Store, run_id: str, *, backend: ChatBackend, subsets: li
     pool = store.load_pool(stored["pool_id"])
     params = stored["params"]
     every = subsets_from_plan(store, run_id, pool)
-    if params.get("aggregation") == "scores" and not can_score(backend):
-        raise ConfigError(f"The scores aggregation reads the probability of each answer id, and the {backend.name} "
-                          "backend does not give it. Use the local backend, or --aggregation borda.")
+    check_can_score(params.get("aggregation"), backend)
     meter = Meter.for_backend(store, backend, cache=response_cache(responses), max_cost=max_cost, read_cache=False,
                               cancel=cancel)
     prompt = PromptSpec(stored["prompt"], params["answer_format"], params["domain"], params["max_tokens"],

@@ -29,8 +29,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from selectllm_core.engines import Executor, Meter, StageProgress, UnitOutcome, run_units
+from selectllm_core.errors import AnswerError
 from selectllm_core.llm import ChatBackend
 from selectllm_core.select.listwise import (
+    FAILED_CALL,
     STOP,
     Candidate,
     PromptSpec,
@@ -65,13 +67,20 @@ def score_subset(backend: ChatBackend, members: list[Candidate], *, subset: int,
     for view in orders_of(len(shown), orders, seed=[seed, subset]):
         ordered = [shown[i] for i in view]
         messages, _schema = first_request(ordered, k=k, prompt=prompt)
-        result = send(out, lambda m=messages: backend.score_ids(m, prefill=score_prefill(prompt.answer_format),
-                                                                ids=ids))
+        try:
+            result = send(out, lambda m=messages: backend.score_ids(m, prefill=score_prefill(prompt.answer_format),
+                                                                    ids=ids))
+        except AnswerError as exc:  # a server's short answer held no id to read: kept, and the subset fails
+            out.raw.append(exc.raw or "")
+            out.calls.append(dict(FAILED_CALL))
+            out.status, out.error = "failed", f"A score pass could not be used: {exc}"
+            return out
         if result is STOP:
             return out
         out.calls.append(result.record())
         out.orders.append({"role": SCORE, "shown": [c.row_id for c in ordered],
-                           "logprobs": [round(result.logprobs[i], 6) for i in ids], "mass": result.mass})
+                           "logprobs": [round(result.logprobs[i], 6) for i in ids], "mass": result.mass,
+                           **({"bounded": list(result.bounded)} if result.bounded else {})})
     out.status = SCORED
     return out
 
@@ -137,6 +146,10 @@ def reason_subset(backend: ChatBackend, stored: Mapping, *, subset: int, k: int,
     k = min(k, len(members) - 1)
     scores = calibrated(passes, prior)
     out.picks = top_k(scores, k, members)
+    partial = sum(1 for o in passes if o.get("bounded"))
+    if partial:
+        out.note = (f"In {partial} of the {len(passes)} score passes the server listed no probability for some ids; "
+                    "those ids were scored at most the least listed probability.")
     for o in passes:  # each pass's own calibrated picks: the run's order consistency compares them
         single = calibrated([o], prior)
         o["picks"] = top_k(single, k, o["shown"])
@@ -156,15 +169,20 @@ def reason_subset(backend: ChatBackend, stored: Mapping, *, subset: int, k: int,
         if parsed.ok and set(named) <= set(out.picks):
             out.reasons = named
             if len(named) < len(out.picks):
-                out.note = f"the reasoned call explained {len(named)} of the {len(out.picks)} picks"
+                add_note(out, f"the reasoned call explained {len(named)} of the {len(out.picks)} picks")
             return out
         error = parsed.error if not parsed.ok else "its reasons were for instructions that were not picked"
         again = (f"Your answer could not be used: {error}. Answer with JSON only, a one-sentence reason for each of "
                  f"{named_ids}, in exactly this form: " '{"picks": [{"id": <number>, "reason": "<why>"}]}')
         messages = messages + [{"role": "assistant", "content": text}, {"role": "user", "content": again}]
-    out.note = (f"The reasoned call's answer could not be used ({error}): the picks stand from the scores, "
-                "without reasons; its raw answer is kept.")
+    add_note(out, f"The reasoned call's answer could not be used ({error}): the picks stand from the scores, "
+             "without reasons; its raw answer is kept.")
     return out
+
+
+def add_note(out: UnitOutcome, text: str) -> None:
+    """Add one plain sentence to what a subset's note says."""
+    out.note = f"{out.note} {text}" if out.note else text
 
 
 def score_work(backend: ChatBackend, subset: int, members: list[Candidate], *, k: int, prompt: PromptSpec,

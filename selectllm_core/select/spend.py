@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from selectllm_core.llm import ChatBackend, backend_identity
+from selectllm_core.llm import ChatBackend, backend_identity, score_answer_tokens
 from selectllm_core.llm.cache import ResponseCache, request_key, score_key
 from selectllm_core.llm.prices import Price
 from selectllm_core.select.listwise import Candidate, PromptSpec, first_request, presentation_order
@@ -131,8 +131,9 @@ def estimate_spend(requests: Sequence[SubsetRequest], *, backend: ChatBackend, p
             requests exist only once the round before has answered: each is estimated as round 1's mean
             request scaled by its subset size, and counted as to send.
         orders: P, the orders each subset is shown in (the requests hold round 1's; later rounds' count P each).
-        aggregation: "borda" (each request is a generated answer) or "scores" (each is a one-token score pass,
-            and a subset has one reasoned call on top when the answers carry reasons).
+        aggregation: "borda" (each request is a generated answer) or "scores" (each is a score pass: no answer
+            tokens locally, a server's few up to the first id; and a subset has one reasoned call on top when the
+            answers carry reasons).
     """
     identity = backend_identity(backend.describe())
     scores = aggregation == "scores"
@@ -148,7 +149,9 @@ def estimate_spend(requests: Sequence[SubsetRequest], *, backend: ChatBackend, p
     counted = bool(to_send) and all(c is not None for c in counts)
     sizes = [c if c is not None else estimate_tokens(r.text) for c, r in zip(counts, to_send)]
     prompt_tokens = sum(sizes)
-    completion = 0 if scores else sum(_answer_tokens(answer_format, r.k, max_tokens) for r in to_send)
+    pass_tokens = score_answer_tokens(backend, score_prefill(answer_format))  # a server's pass writes a few
+    completion = pass_tokens * len(to_send) if scores else sum(_answer_tokens(answer_format, r.k, max_tokens)
+                                                               for r in to_send)
     calls, cached = len(requests), len(requests) - len(to_send)
     if scores and answer_format == "json":  # one reasoned call per subset, for picks known only once scored
         firsts = {r.subset: r for r in reversed(requests)}
@@ -166,7 +169,8 @@ def estimate_spend(requests: Sequence[SubsetRequest], *, backend: ChatBackend, p
         for later in rounds[1:]:
             asks = later.n_subsets * orders
             p_tok = round(asks * per_row * later.subset_size)
-            c_tok = 0 if scores else asks * _answer_tokens(answer_format, later.picks_per_subset, max_tokens)
+            c_tok = asks * (pass_tokens if scores else _answer_tokens(answer_format, later.picks_per_subset,
+                                                                      max_tokens))
             if scores and answer_format == "json":
                 p_tok += round(later.n_subsets * per_row * later.subset_size)
                 c_tok += later.n_subsets * _answer_tokens(answer_format, later.picks_per_subset, max_tokens)
