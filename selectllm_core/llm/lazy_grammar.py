@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+GRAMMAR_MODES = ("lazy", "full")  # the worker's way of holding an answer to its schema; the first is the default
+
 _TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from selectllm_core.errors import BackendUnavailable
 from selectllm_core.llm.base import BUNDLED_MODEL_FILE, LOCAL_N_CTX, ChatResult, ScoreResult, bundled_model_path
+from selectllm_core.llm.lazy_grammar import GRAMMAR_MODES
 from selectllm_core.llm.models import DEFAULT_LOCAL_MODEL, resolve
 from selectllm_core.llm.worker import ModelProcess
 
@@ -96,8 +97,8 @@ class LocalLlamaBackend:
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.seed = seed
-        if grammar not in ("lazy", "full"):
-            raise ValueError(f"grammar must be 'lazy' or 'full', not {grammar!r}")
+        if grammar not in GRAMMAR_MODES:
+            raise ValueError(f"grammar must be one of {', '.join(GRAMMAR_MODES)}, not {grammar!r}")
         self.grammar = grammar
 
     def _path(self) -> Path:

@@ -27,7 +27,7 @@ from typing import IO, Any
 import numpy as np
 
 from selectllm_core.errors import BackendError, BackendUnavailable, CapabilityError, ModelCrashed, PromptTooLong
-from selectllm_core.llm.lazy_grammar import lazy_greedy_chain
+from selectllm_core.llm.lazy_grammar import GRAMMAR_MODES, lazy_greedy_chain
 
 _ERRORS: dict[str, type[BackendError]] = {
     "unavailable": BackendUnavailable, "context": PromptTooLong, "capability": CapabilityError, "failed": BackendError,
@@ -160,7 +160,7 @@ def _load(config: dict) -> Any:
         if config.get("vocab_only"):
             return Llama(model_path=str(path), vocab_only=True, verbose=False)
         # flash attention and a large batch make prompt evaluation (most of a selection call) markedly faster
-        cls = _lazy_grammar_llama(Llama) if config.get("grammar", "lazy") == "lazy" else Llama
+        cls = _lazy_grammar_llama(Llama) if config.get("grammar", GRAMMAR_MODES[0]) == GRAMMAR_MODES[0] else Llama
         return cls(model_path=str(path), n_ctx=config["n_ctx"], n_threads=threads, n_threads_batch=threads,
                    n_batch=1024, flash_attn=True, seed=config.get("seed", 0), verbose=False)
     except (ValueError, RuntimeError) as exc:
