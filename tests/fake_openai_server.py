@@ -138,10 +138,11 @@ class FakeOpenAIServer:
             return self._record(record, self.reject_status, {},
                                 {"error": {"message": message, "type": "invalid_request_error"}})
         content = _first_user_text(body) if fault.get("echo") else _render(fault.get("content", self.reply), headers)
-        if "tokens" in fault and "content" not in fault:
-            content = "".join(text for text, _alts in fault["tokens"])
+        tokens = _render(fault["tokens"], headers) if "tokens" in fault else None
+        if tokens is not None and "content" not in fault:
+            content = "".join(text for text, _alts in tokens)
         ask = body if fault.get("logprobs", True) else {**body, "logprobs": False}
-        return self._record(record, 200, {}, self._completion(ask, content, fault.get("tokens")))
+        return self._record(record, 200, {}, self._completion(ask, content, tokens))
 
     @staticmethod
     def _record(record: dict[str, Any], status: int, headers: dict[str, str], body: Any) -> tuple:

@@ -190,3 +190,14 @@ def test_a_server_answer_with_no_id_to_read_fails_its_subset_and_is_kept(pool, t
     assert all(r["status"] == "failed" and "did not reach a first id" in r["error"] for r in results)
     assert all(r["raw"] == ["Sure! Here"] and not r["picks"] for r in results)
     assert store.selection(res.run_id).empty
+
+
+def test_a_score_answer_that_echoes_the_key_is_kept_without_it(pool, tmp_path: Path) -> None:  # noqa: ANN001
+    echo = [["My", {"My": -0.1}], [" key", {" key": -0.1}], [" is {api_key}", {" is": -0.1}]]
+    with FakeOpenAIServer(responder=lambda body, index: {"tokens": echo}, lifetime=60.0) as server:
+        key = "sk-canary-2b7e151628aed2a6"
+        backend = OpenAICompatibleBackend(base_url=server.base_url, model="fake-model", api_key=key, timeout=5,
+                                          max_retries=0)
+        with pytest.raises(AnswerError) as err:
+            backend.score_ids([{"role": "user", "content": "Pick."}], prefill="[", ids=["1", "2"])
+    assert key not in str(err.value) and key not in err.value.raw and err.value.raw == "My key is ***"

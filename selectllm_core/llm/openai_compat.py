@@ -220,7 +220,10 @@ class OpenAICompatibleBackend:
                                   "cannot be scored; use --aggregation borda with it, or the local model.")
         self.supports_logprobs = True
         tokens = [(entry.token, {alt.token: float(alt.logprob) for alt in entry.top_logprobs}) for entry in content]
-        logprobs, mass, bounded = slot_logprobs(tokens, prefill=prefill, ids=[str(i) for i in ids])
+        try:
+            logprobs, mass, bounded = slot_logprobs(tokens, prefill=prefill, ids=[str(i) for i in ids])
+        except AnswerError as exc:  # the answer is stored for the curator: never with the key in it
+            raise AnswerError(self._redact(str(exc)), raw=self._redact(exc.raw or "")) from None
         usage = response.usage
         return ScoreResult(logprobs=logprobs, prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                            model=response.model or self.model, elapsed=time.perf_counter() - start, mass=mass,
