@@ -46,9 +46,10 @@ class CapabilityError(BackendError):
 class AnswerError(SelectLLMError):
     """A model answer cannot be used as picks (kept raw; never turned into fake picks)."""
 
-    def __init__(self, message: str, raw: str | None = None) -> None:
+    def __init__(self, message: str, raw: str | None = None, *, halts: bool = False) -> None:
         super().__init__(message)
         self.raw = raw  # the answer itself, for the curator to read
+        self.halts = halts  # no other answer from this backend would do better: the run should stop
 
 
 class WorkspaceError(SelectLLMError):

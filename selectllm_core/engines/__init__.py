@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from selectllm_core.engines.meter import Meter, MeteredBackend
 from selectllm_core.engines.ray import RayExecutor
 from selectllm_core.engines.threads import ThreadExecutor
-from selectllm_core.errors import BackendError, ConfigError, RunStopped, SpendCapReached
+from selectllm_core.errors import BackendError, CapabilityError, ConfigError, RunStopped, SpendCapReached
 
 if TYPE_CHECKING:
     from selectllm_core.store import Store
@@ -56,6 +56,8 @@ class UnitOutcome:
     note: str | None = None  # what differs from the plan, said plainly (fewer picks than planned)
     orders: list[dict] = field(default_factory=list)  # SelectLLM with P orders or an order check: each order's
     # {"role": "vote" | "check", "shown": [row ids], "picks": [row ids] or None (unusable)}
+    halt: bool = False  # its error is one no other unit would mend (the backend lacks what the run needs): stored,
+    # then the run stops at once with that error
 
 
 class Executor(Protocol):
@@ -117,7 +119,7 @@ def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *
         progress: called with (stage, done, total) before the first unit and after each one.
         stage: the progress stage name ("select", "rate").
         what: the units' name in messages ("subsets", "batches").
-        stop_after: consecutive "error" outcomes that stop the run.
+        stop_after: consecutive "error" outcomes that stop the run (one outcome with `halt` stops it at once).
         meter: the run's cache, prices and cap (the executor's backend goes through it); each call is recorded
             with its cost, and a reached cap stops new units.
         done: the units not to run (None: those with a final outcome in the workspace). A second stage over
@@ -129,6 +131,7 @@ def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *
     Raises:
         BackendError: after `stop_after` units in a row could not reach the model (the run is interrupted;
             running the same command again resumes it).
+        CapabilityError: a unit's outcome said the backend lacks what the run needs (`halt`); it is stored.
         SpendCapReached: the next call could have passed the meter's cap (the run is interrupted; the same
             command with a higher cap resumes it).
         RunStopped: the meter's cancel event was set (the curator's Stop); the run is interrupted and resumes.
@@ -138,7 +141,7 @@ def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *
     counts = dict.fromkeys((*STATUSES, "called"), 0)
     total, finished, streak = len(units), len(done & set(units)), 0
     settled = finished  # units with a final outcome (an "error" one is asked again on resume)
-    stopping, last_error = False, None
+    stopping, last_error, halted = False, None, False
     if meter is not None:
         meter.spent_before = store.usage(run_id)["cost"]
     capped = (lambda: meter.tripped is not None or meter.cancelled) if meter is not None else (lambda: False)
@@ -156,8 +159,8 @@ def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *
                 streak = streak + 1 if o.status == "error" else 0
                 if progress:
                     progress(stage, finished, total)
-                if streak >= stop_after and not stopping:
-                    stopping, last_error = True, o.error
+                if (streak >= stop_after or o.halt) and not stopping:
+                    stopping, last_error, halted = True, o.error, o.halt
     except BaseException:
         store.set_run_status(run_id, "interrupted")
         raise
@@ -171,6 +174,8 @@ def run_units(store: Store, run_id: str, units: Mapping[int, Any], work: Work, *
                               "same command with a higher --max-cost to resume.")
     if stopping:
         store.set_run_status(run_id, "interrupted")
+        if halted:
+            raise CapabilityError(f"Stopped: {last_error} Finished {what} are kept.")
         raise BackendError(
             f"Stopped: {stop_after} {what} in a row could not reach the model. Last error: {last_error} "
             f"Fix the backend and run the same command again: finished {what} are kept."

@@ -243,7 +243,7 @@ class MeteredBackend:
             result = self.inner.score_ids(messages, prefill=prefill, ids=ids)
         finally:
             self.meter.settle(reserved, result)
-        if key is not None:
+        if key is not None and result.unusable is None:  # an unreadable answer is asked again on a retry
             cache.put(key, CachedAnswer(json.dumps({"logprobs": result.logprobs, "mass": result.mass,
                                                     "bounded": result.bounded}),
                                         result.prompt_tokens, result.completion_tokens, result.model, "scores"))

@@ -46,7 +46,8 @@ class ScoreResult:
 
     The local model generates nothing: it reads the prompt and the begun answer (`prefill`) once. A chat server
     writes a short answer whose first id slot is read (`completion_tokens`); ids it listed no probability for get an
-    upper bound and are named in `bounded`.
+    upper bound and are named in `bounded`. An answered pass that cannot be read says why in `unusable`, so its
+    tokens are still counted.
     """
 
     logprobs: dict[str, float]  # id -> natural-log probability, normalised over the ids asked
@@ -59,6 +60,9 @@ class ScoreResult:
     engine_seconds: float | None = None
     completion_tokens: int = 0  # answer tokens generated to reach the slot (the meter prices them like any)
     bounded: list[str] = field(default_factory=list)  # ids given an upper bound: no probability was listed for them
+    unusable: str | None = None  # why this answered pass gives no scores (logprobs then empty; the answer in `raw`)
+    raw: str | None = None
+    halts: bool = False  # unusable for a reason no other pass would mend (no logprobs at all): the run stops
 
     def record(self) -> dict:
         """This pass as one entry of a unit's `calls`."""

@@ -186,10 +186,14 @@ class OpenAICompatibleBackend:
         """Log probabilities of each id at the first answer slot, read from a short greedy answer's token probabilities.
 
         A chat server cannot be handed a begun answer, so the model writes the opening itself: a short greedy
-        answer with no response_format (no grammar), and the slot is the token after the first opening that reads
-        `prefill` (whitespace aside). The slot's top 20 alternatives give each id's probability. An id that is
-        not among them gets the least listed probability, an upper bound, and is named in `bounded`. Ids written
-        digit by digit ("1", then "0" for 10) are told apart only by the token after a "1" the model wrote.
+        answer with no response_format (no grammar), and the slot is the first token that writes a digit after an
+        opening that reads `prefill` (whitespace aside). The slot's top 20 alternatives give each id's
+        probability. An id that is not among them gets an upper bound and is named in `bounded`. Ids written digit
+        by digit ("1", then "0" for 10) are told apart by the token after a "1" the model wrote; otherwise "1" and
+        the ids it begins each get the probability of that first digit, an upper bound.
+
+        An answer the server gave but that cannot be read is returned with `unusable` saying why (and `halts` when
+        no other pass can do better: no logprobs at all, too few alternatives), so its tokens are still counted.
 
         Args:
             messages: The conversation.
@@ -200,8 +204,8 @@ class OpenAICompatibleBackend:
             A ScoreResult, normalised over the ids; completion_tokens counts the short answer.
 
         Raises:
-            CapabilityError: The server gives no token probabilities, or two ids could not be told apart.
-        AnswerError: The answer never reached a first id (its text is kept in `raw`).
+            CapabilityError: The server refused the logprobs request itself.
+            BackendError: The server could not be reached or sent no answer.
         """
         kwargs = {"max_tokens": self.score_answer_tokens(prefill), "temperature": 0.0, "logprobs": True,
                   "top_logprobs": SCORE_TOP}
@@ -213,22 +217,33 @@ class OpenAICompatibleBackend:
             self.supports_logprobs = False
             raise CapabilityError(f"this backend does not expose token probabilities ({exc}); use --aggregation "
                                   "borda with it.") from None
-        content = getattr(response.choices[0].logprobs, "content", None) if response.choices else None
-        if not content or not content[0].top_logprobs:
+        if not response.choices:
+            raise BackendError(f"the server at {safe_url(self.base_url)} returned no answer choices")
+        usage, choice = response.usage, response.choices[0]
+        result = ScoreResult(logprobs={}, prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                             model=response.model or self.model, elapsed=0.0,
+                             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
+        content = getattr(choice.logprobs, "content", None)
+        answer = self._redact(choice.message.content or "")
+        if content is None or (content and not content[0].top_logprobs):
             self.supports_logprobs = False
-            raise CapabilityError(f"{safe_url(self.base_url)} returned no token probabilities, so answer ids "
-                                  "cannot be scored; use --aggregation borda with it, or the local model.")
-        self.supports_logprobs = True
-        tokens = [(entry.token, {alt.token: float(alt.logprob) for alt in entry.top_logprobs}) for entry in content]
-        try:
-            logprobs, mass, bounded = slot_logprobs(tokens, prefill=prefill, ids=[str(i) for i in ids])
-        except AnswerError as exc:  # the answer is stored for the curator: never with the key in it
-            raise AnswerError(self._redact(str(exc)), raw=self._redact(exc.raw or "")) from None
-        usage = response.usage
-        return ScoreResult(logprobs=logprobs, prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                           model=response.model or self.model, elapsed=time.perf_counter() - start, mass=mass,
-                           completion_tokens=int(getattr(usage, "completion_tokens", 0) or len(tokens)),
-                           bounded=bounded)
+            result.unusable, result.raw, result.halts = (
+                f"{safe_url(self.base_url)} answered without token probabilities, so answer ids cannot be scored; "
+                "use --aggregation borda with it, or the local model.", answer, True)
+        else:
+            self.supports_logprobs = True
+            tokens = [(e.token, {alt.token: float(alt.logprob) for alt in e.top_logprobs}) for e in content]
+            result.completion_tokens = result.completion_tokens or len(tokens)
+            result.raw = self._redact("".join(text for text, _alts in tokens)) or answer
+            try:
+                result.logprobs, result.mass, result.bounded = slot_logprobs(tokens, prefill=prefill,
+                                                                             ids=[str(i) for i in ids])
+                result.raw = None
+            except AnswerError as exc:  # kept for the curator, never with the key in it
+                result.unusable = self._redact(f"{exc} (its answer began {result.raw[:120]!r})")
+                result.halts = exc.halts
+        result.elapsed = time.perf_counter() - start
+        return result
 
     # --- requests ------------------------------------------------------------------------
 
@@ -393,67 +408,80 @@ def slot_logprobs(tokens: list[tuple[str, dict[str, float]]], *, prefill: str,
         ids: The ids to score.
 
     Returns:
-        (id -> log probability normalised over the ids, the ids' share of the slot's listed probability,
-        the ids given an upper bound because the server listed no alternative for them).
+        (id -> log probability normalised over the ids, the probability of the ids measured exactly, the ids
+        given an upper bound instead: not listed, or not told apart from the longer ids they begin).
 
     Raises:
-        AnswerError: The answer never reached a first id, or held none at its slot.
-        CapabilityError: Digit-by-digit ids cannot be told apart from this answer.
+        AnswerError: The answer never wrote a first id, or the server listed too few alternatives to score the
+            ids (`halts` set: no other pass would do better).
     """
     slot = _first_slot([text for text, _alts in tokens], prefill)
-    answer = "".join(text for text, _alts in tokens)
     if slot is None:
-        raise AnswerError(f"the model's answer did not reach a first id after {prefill!r}, so no id could be "
-                          f"scored (its answer began {answer[:120]!r}); use --aggregation borda with this model",
-                          raw=answer)
-    alts = tokens[slot][1]
-    found: dict[str, float] = {}
-    for text, lp in alts.items():  # " 3" and "3" are two tokens that both write id 3
-        key = text.strip()
-        found[key] = float(np.logaddexp(found[key], lp)) if key in found else lp
-    whole = {i for i in ids if i in found}
-    split = [i for i in ids if any(j != i and j.startswith(i) for j in ids) and not any(
-        j in found for j in ids if j != i and j.startswith(i))]
+        raise AnswerError(f"the model's answer wrote no id after {prefill!r}, so no id could be scored; use "
+                          "--aggregation borda with this model")
+    written, alts = tokens[slot][0].strip(), tokens[slot][1]
+    if len(alts) < min(SCORE_TOP, len(ids)):
+        raise AnswerError(f"the server listed {len(alts)} alternatives for the answer's first id where "
+                          f"{SCORE_TOP} were asked, too few for {len(ids)} ids; use --aggregation borda with it",
+                          halts=True)
+    found = _merged(alts)
+    every = [t.strip() for text, a in tokens for t in (text, *a)]
+    multi_digit = any(len(t) > 1 and t.isdigit() for t in every)  # "10" is one token here: no id begins another
     out: dict[str, float] = {}
+    bounded: set[str] = set()
     for i in ids:
-        if i in split and i in found:  # "1" may begin "10".. here: the next token says whether the answer stopped
-            written = tokens[slot][0].strip() == i and slot + 1 < len(tokens)
-            if not written:
-                raise CapabilityError(
-                    f"this model writes ids digit by digit, so the probability of {i!r} also holds the ids it begins "
-                    f"({', '.join(j for j in ids if j != i and j.startswith(i))}), and its answer did not write "
-                    f"{i!r} to tell them apart; use subsets of at most 9 (--subset-size 9) or --aggregation borda.")
-            following = {t.strip(): lp for t, lp in tokens[slot + 1][1].items()}
-            longer = [j for j in ids if j != i and j.startswith(i)]
-            go_on = [following[j[len(i):]] for j in longer if j[len(i):] in following]
+        longer = [j for j in ids if j != i and j.startswith(i)]
+        if i not in found or i in out:
+            continue
+        if not longer or multi_digit:
+            out[i] = found[i]
+        elif written == i and slot + 1 < len(tokens):  # the token after the written "1" says whether it goes on
+            after = tokens[slot + 1][1]
+            following = _merged({t: lp for t, lp in after.items() if t == t.lstrip()})  # " 0" writes "1 0"
+            go_on = []
             for j in longer:
-                if j[len(i):] in following:
-                    out[j] = found[i] + following[j[len(i):]]
+                rest = following.get(j[len(i):])
+                if rest is None:  # not listed: at most the least listed continuation; i's share is then a bound too
+                    out[j] = found[i] + min(after.values())
+                    bounded |= {j, i}
+                else:
+                    out[j] = found[i] + rest
+                    go_on.append(rest)
             stop = 1.0 - float(np.exp(np.logaddexp.reduce(go_on))) if go_on else 1.0
             out[i] = found[i] + math.log(max(stop, 1e-12))
-    for i in ids:
-        if i not in out and i in whole:
-            out[i] = found[i]
+        else:  # digit by digit and not written: the first digit's probability bounds each id it begins
+            for j in (i, *longer):
+                out[j] = found[i]
+                bounded.add(j)
     if not out:
-        raise AnswerError(f"the model's answer held none of the ids {ids[0]}..{ids[-1]} at its first id slot (it "
-                          f"began {answer[:120]!r}), so no id could be scored; use --aggregation borda with it",
-                          raw=answer)
-    listed = list(out.values())
+        raise AnswerError(f"the model's answer listed none of the ids {ids[0]}..{ids[-1]} at its first id, so no id "
+                          "could be scored; use --aggregation borda with it")
+    measured = [v for i, v in out.items() if i not in bounded]
     floor = min(alts.values())
-    bounded = [i for i in ids if i not in out]
-    for i in bounded:
-        out[i] = floor  # at most the least listed alternative's probability
-    mass = float(np.exp(np.logaddexp.reduce(listed))) if listed else 0.0
-    norm = float(np.logaddexp.reduce(list(out.values())))
-    return {i: out[i] - norm for i in ids}, mass, bounded
+    for i in ids:
+        if i not in out:
+            out[i] = floor  # at most the least listed alternative
+            bounded.add(i)
+    mass = float(np.exp(np.logaddexp.reduce(measured))) if measured else 0.0
+    norm = float(np.logaddexp.reduce([out[i] for i in ids]))
+    return {i: out[i] - norm for i in ids}, mass, [i for i in ids if i in bounded]
+
+
+def _merged(alts: dict[str, float]) -> dict[str, float]:
+    """Alternatives by their text without surrounding whitespace: " 3" and "3" both write 3."""
+    found: dict[str, float] = {}
+    for text, lp in alts.items():
+        key = text.strip()
+        found[key] = float(np.logaddexp(found[key], lp)) if key in found else lp
+    return found
 
 
 def _first_slot(texts: list[str], prefill: str) -> int | None:
-    """The index of the token after the answer's first opening that reads `prefill` (whitespace aside), or None."""
+    """The first token that writes a digit right after an opening that reads `prefill` (whitespace aside), or None."""
     target = "".join(prefill.split())
     written = ""
     for index, text in enumerate(texts):
-        if written.endswith(target) and text.strip():
+        if written.endswith(target) and text.strip()[:1].isdigit():
             return index
         written += "".join(text.split())
     return None

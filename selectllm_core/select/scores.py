@@ -29,10 +29,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from selectllm_core.engines import Executor, Meter, StageProgress, UnitOutcome, run_units
-from selectllm_core.errors import AnswerError
 from selectllm_core.llm import ChatBackend
 from selectllm_core.select.listwise import (
-    FAILED_CALL,
     STOP,
     Candidate,
     PromptSpec,
@@ -67,17 +65,16 @@ def score_subset(backend: ChatBackend, members: list[Candidate], *, subset: int,
     for view in orders_of(len(shown), orders, seed=[seed, subset]):
         ordered = [shown[i] for i in view]
         messages, _schema = first_request(ordered, k=k, prompt=prompt)
-        try:
-            result = send(out, lambda m=messages: backend.score_ids(m, prefill=score_prefill(prompt.answer_format),
-                                                                    ids=ids))
-        except AnswerError as exc:  # a server's short answer held no id to read: kept, and the subset fails
-            out.raw.append(exc.raw or "")
-            out.calls.append(dict(FAILED_CALL))
-            out.status, out.error = "failed", f"A score pass could not be used: {exc}"
-            return out
+        result = send(out, lambda m=messages: backend.score_ids(m, prefill=score_prefill(prompt.answer_format),
+                                                                ids=ids))
         if result is STOP:
             return out
         out.calls.append(result.record())
+        if result.unusable is not None:  # a server's short answer held no id to read: kept, and the subset fails
+            out.raw.append(result.raw or "")
+            out.error = f"A score pass could not be used: {result.unusable}"
+            out.status, out.halt = ("error", True) if result.halts else ("failed", False)
+            return out
         out.orders.append({"role": SCORE, "shown": [c.row_id for c in ordered],
                            "logprobs": [round(result.logprobs[i], 6) for i in ids], "mass": result.mass,
                            **({"bounded": list(result.bounded)} if result.bounded else {})})
@@ -93,17 +90,23 @@ def position_prior(results: Sequence[Mapping]) -> dict[int, list[float]]:
     the way an arithmetic mean of probabilities lets it.
     """
     sums: dict[int, np.ndarray] = {}
-    counts: dict[int, int] = {}
+    counts: dict[int, np.ndarray] = {}
+    every: dict[int, list[np.ndarray]] = {}
     for r in results:
         for o in r.get("orders") or []:
             if o.get("role") != SCORE:
                 continue
             lp = np.asarray(o["logprobs"], dtype=float)
-            sums[len(lp)] = sums.get(len(lp), 0) + lp
-            counts[len(lp)] = counts.get(len(lp), 0) + 1
+            n = len(lp)
+            measured = np.ones(n)  # an upper bound a server gave an unlisted id is not a measurement of its place
+            measured[[int(i) - 1 for i in o.get("bounded") or []]] = 0.0
+            sums[n] = sums.get(n, 0) + lp * measured
+            counts[n] = counts.get(n, 0) + measured
+            every.setdefault(n, []).append(lp)
     out = {}
     for n, total in sums.items():
-        mean = total / counts[n]
+        fallback = np.mean(every[n], axis=0)  # a place never measured: its bounds are all there is
+        mean = np.where(counts[n] > 0, total / np.maximum(counts[n], 1), fallback)
         out[n] = np.exp(mean - np.logaddexp.reduce(mean)).tolist()
     return out
 
@@ -146,10 +149,12 @@ def reason_subset(backend: ChatBackend, stored: Mapping, *, subset: int, k: int,
     k = min(k, len(members) - 1)
     scores = calibrated(passes, prior)
     out.picks = top_k(scores, k, members)
-    partial = sum(1 for o in passes if o.get("bounded"))
-    if partial:
-        out.note = (f"In {partial} of the {len(passes)} score passes the server listed no probability for some ids; "
-                    "those ids were scored at most the least listed probability.")
+    resting = [rid for rid in out.picks if any(str(o["shown"].index(rid) + 1) in (o.get("bounded") or [])
+                                                for o in passes)]
+    if resting:
+        out.note = (f"{len(resting)} of the {len(out.picks)} picks rest partly on upper bounds: in some score passes "
+                    "the server listed no probability for their ids, so those passes scored them at most the least "
+                    "listed probability.")
     for o in passes:  # each pass's own calibrated picks: the run's order consistency compares them
         single = calibrated([o], prior)
         o["picks"] = top_k(single, k, o["shown"])
