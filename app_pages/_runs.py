@@ -198,7 +198,7 @@ def order_controls() -> None:
     cfg["aggregation"] = c2.selectbox(
         "Combine the orders by", choices, choices.index(cfg.get("aggregation", "borda")), key="select_aggregation",
         format_func=lambda a: {"borda": "Borda over generated answers",
-                               "scores": "scores (one-token passes + 1 reasoned call)"}[a],
+                               "scores": "scores (score passes + 1 reasoned call)"}[a],
         disabled=not scores_ok,
         help=PARAMS["aggregation"].help + ("" if scores_ok else " This backend gives no token probabilities, so "
                                            "only Borda is possible with it."))

@@ -233,6 +233,12 @@ def test_server_score_pass_reads_the_id_slot_of_its_answer_as_the_local_pass_doe
     # same ranking of the listed ids, and the same numbers up to the server's own batching (about 0.05 nats)
     listed = [i for i in ids if i not in over_http.bounded]
     assert len(listed) >= 3
-    assert sorted(listed, key=lambda i: -over_http.logprobs[i]) == sorted(listed, key=lambda i: -in_process.logprobs[i])
-    top = max(listed, key=lambda i: over_http.logprobs[i])
-    assert over_http.logprobs[top] == pytest.approx(in_process.logprobs[top], abs=0.15)
+
+    def among_listed(logprobs: dict[str, float]) -> dict[str, float]:  # both normalised over the same ids
+        norm = math.log(sum(math.exp(logprobs[i]) for i in listed))
+        return {i: logprobs[i] - norm for i in listed}
+
+    remote_lp, local_lp = among_listed(over_http.logprobs), among_listed(in_process.logprobs)
+    assert sorted(listed, key=lambda i: -remote_lp[i]) == sorted(listed, key=lambda i: -local_lp[i])
+    top = max(listed, key=lambda i: remote_lp[i])
+    assert remote_lp[top] == pytest.approx(local_lp[top], abs=0.15)

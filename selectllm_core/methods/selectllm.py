@@ -55,8 +55,8 @@ PARAMS = (
           "against position bias (1: once, as the paper; P orders cost P times the calls). Gives the run's order "
           f"consistency. At most {MAX_ORDERS}.", min=1, max=MAX_ORDERS),
     Param("aggregation", str, "borda", "How the orders' answers become picks. borda: every order is a generated "
-          "answer with reasons, and Borda counts combine them. scores: every order is a one-token score pass (no "
-          "generation), each id's probability is divided by the probability the run's passes give its position, "
+          "answer with reasons, and Borda counts combine them. scores: every order is a score pass that reads the "
+          "probability of each id at the answer's first slot (no ids or reasons generated), each id's probability is divided by the probability the run's passes give its position, "
           "and one reasoned call per subset explains the best-scored picks (P score passes + 1 call; needs a "
           "backend that scores answer tokens: the local model, or a server that returns logprobs, where a pass "
           "writes the answer's first few tokens). Measured by benchmarks/bench_judge.py on 6 Dolly subsets: with "

@@ -1,10 +1,12 @@
-"""Score aggregation: P one-token score passes per subset, calibrated by the run's position prior, then one
-reasoned call for the final picks.
+"""Score aggregation: P score passes per subset, calibrated by the run's position prior, then one reasoned call
+for the final picks.
 
 A listwise answer spends most of its call generating ids and reasons, and a small model's generated ids follow
-the positions it was shown (`select.orders`). A score pass generates nothing: the model reads the prompt and
-an answer begun for it (`[` for ids, `{"picks": [{"id": ` for JSON), and the backend reports the probability
-of every id at that first answer slot (`ChatBackend.score_ids`). Each subset is shown in P orders, as with
+the positions it was shown (`select.orders`). A score pass generates no ids or reasons: the local model reads
+the prompt and an answer begun for it (`[` for ids, `{"picks": [{"id": ` for JSON) and generates nothing; a chat
+server writes that opening itself, a few tokens. Either way the backend reports the probability of every id at
+the first answer slot (`ChatBackend.score_ids`); an id a server listed no probability for carries an upper bound
+(`bounded`), which the prior leaves out and the subset's note names. Each subset is shown in P orders, as with
 Borda. The position prior is what each shown position gets over every pass of the run's round (the
 geometric mean of its probability, normalised); a candidate's score is the mean over its P passes of
 
