@@ -216,21 +216,29 @@ def paper_messages() -> list[dict]:
     return messages
 
 
+def list_messages() -> list[dict]:
+    """An ids-as-a-list question with one worked example, so even SmolLM2's answer begins "[" and an id."""
+    ask = "Which one instruction is the most useful to train an assistant? Answer with its id in a JSON list, like [4]."
+    blocks = "\n".join(f"[{i}] {text}" for i, text in enumerate(CANDIDATES, 1))
+    return [{"role": "user", "content": f"[1] Say hi.\n[2] Explain photosynthesis.\n\n{ask}"},
+            {"role": "assistant", "content": "[2]"},
+            {"role": "user", "content": f"{blocks}\n\n{ask}"}]
+
+
 @pytest.mark.server
 def test_server_score_pass_reads_the_id_slot_of_its_answer_as_the_local_pass_does(
         server_url: str, local: LocalLlamaBackend) -> None:
     remote = OpenAICompatibleBackend(base_url=server_url, model="smollm2", timeout=60, max_retries=1)
     ids = [str(i) for i in range(1, len(CANDIDATES) + 1)]
-    messages = paper_messages()
-    over_http = remote.score_ids(messages, prefill=score_prefill("ids"), ids=ids)
-    in_process = local.score_ids(messages, prefill=score_prefill("ids"), ids=ids)
-    assert remote.supports_logprobs is True
+    over_http = remote.score_ids(list_messages(), prefill=score_prefill("ids"), ids=ids)
+    in_process = local.score_ids(list_messages(), prefill=score_prefill("ids"), ids=ids)
+    assert over_http.unusable is None and remote.supports_logprobs is True
     assert set(over_http.logprobs) == set(ids) and sum(math.exp(v) for v in over_http.logprobs.values()) == (
         pytest.approx(1.0, abs=1e-6))
     assert over_http.prompt_tokens > 100 and 0 < over_http.completion_tokens <= remote.score_answer_tokens("[")
     assert 0 < over_http.mass <= 1.0 + 1e-6
     # the server's answer begins "[" as the local pass's begun answer does, so both read the same slot: the
-    # same ranking of the listed ids, and the same numbers up to the server's own batching (about 0.05 nats)
+    # same ranking of the listed ids, and the same numbers up to the server's own batching (seen: 0.07 nats)
     listed = [i for i in ids if i not in over_http.bounded]
     assert len(listed) >= 3
 
@@ -240,5 +248,14 @@ def test_server_score_pass_reads_the_id_slot_of_its_answer_as_the_local_pass_doe
 
     remote_lp, local_lp = among_listed(over_http.logprobs), among_listed(in_process.logprobs)
     assert sorted(listed, key=lambda i: -remote_lp[i]) == sorted(listed, key=lambda i: -local_lp[i])
-    top = max(listed, key=lambda i: remote_lp[i])
-    assert remote_lp[top] == pytest.approx(local_lp[top], abs=0.15)
+    assert all(remote_lp[i] == pytest.approx(local_lp[i], abs=0.15) for i in listed)
+
+
+@pytest.mark.server
+def test_server_score_pass_whose_answer_writes_no_id_says_so_and_keeps_it(server_url: str) -> None:
+    # under the paper's prompt SmolLM2 lists the instructions ("1. Write a haiku ...") instead of answering "[..]"
+    remote = OpenAICompatibleBackend(base_url=server_url, model="smollm2", timeout=60, max_retries=1)
+    got = remote.score_ids(paper_messages(), prefill=score_prefill("ids"), ids=[str(i) for i in range(1, 6)])
+    assert got.unusable is not None and "wrote no id after '['" in got.unusable and not got.halts
+    assert "Write a haiku" in got.raw and "Write a haiku" in got.unusable and not got.logprobs
+    assert got.completion_tokens == remote.score_answer_tokens("[") and got.prompt_tokens > 100
