@@ -56,13 +56,14 @@ PARAMS = (
           f"consistency. At most {MAX_ORDERS}.", min=1, max=MAX_ORDERS),
     Param("aggregation", str, "borda", "How the orders' answers become picks. borda: every order is a generated "
           "answer with reasons, and Borda counts combine them. scores: every order is a score pass that reads the "
-          "probability of each id at the answer's first slot (no ids or reasons generated), each id's probability is divided by the probability the run's passes give its position, "
-          "and one reasoned call per subset explains the best-scored picks (P score passes + 1 call; needs a "
-          "backend that scores answer tokens: the local model, or a server that returns logprobs, where a pass "
-          "writes the answer's first few tokens). Measured by benchmarks/bench_judge.py on 6 Dolly subsets: with "
-          "Qwen2.5-Coder-1.5B and 4 orders, scores agreed with themselves 0.58 against Borda's 0.33 "
-          "(chance 0.20) at about 0.6x Borda's time; with 1 or 2 orders scores were at chance, and the bundled "
-          "SmolLM2 is at chance either way.", choices=AGGREGATIONS, setting=True),
+          "probability of each id at the answer's first slot (no ids or reasons generated), each id's probability "
+          "is divided by the probability the run's passes give its position, and one reasoned call per subset "
+          "explains the best-scored picks (P score passes + 1 call; needs a backend that scores answer tokens: the "
+          "local model, or a server that returns logprobs, where a pass writes the answer's first few tokens). "
+          "Measured by benchmarks/bench_judge.py on 6 Dolly subsets with Qwen2.5-Coder-1.5B: with 4 orders, "
+          "scores agreed with themselves 0.50-0.58 against Borda's 0.33 (chance 0.20) at about 0.6x Borda's time; "
+          "with 8 orders 0.58 against 0.25 at about half its time; with 1 or 2 orders scores were at chance, and "
+          "the bundled SmolLM2 is at chance either way.", choices=AGGREGATIONS, setting=True),
     Param("check_orders", int, 0, "With one order: ask this many sampled subsets again in reversed order, to "
           "measure order consistency (N more calls; the picks stay the paper's).", min=0),
     Param("max_input_chars", int, None, "Cut each input to this many characters in the prompt (saves tokens on "
