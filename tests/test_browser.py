@@ -75,7 +75,7 @@ def _hover_shows_text(page) -> None:  # noqa: ANN001
     page.mouse.move(spot["x"], spot["y"])
     layer = page.locator(".js-plotly-plot .hoverlayer").first
     expect_text = HOSTILE.split(" What")[0]
-    page.wait_for_function("([sel, t]) => document.querySelector(sel).textContent.includes(t)",
+    page.wait_for_function("([sel, t]) => (document.querySelector(sel)?.textContent ?? '').includes(t)",
                            arg=[".js-plotly-plot .hoverlayer", expect_text], timeout=10_000)
     assert layer.locator("img, image").count() == 0
 

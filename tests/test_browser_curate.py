@@ -34,7 +34,7 @@ from selectllm_core.studio import curate
 pytestmark = pytest.mark.browser
 playwright = pytest.importorskip("playwright.sync_api")
 
-CELLS = """() => Array.from(document.querySelector('[data-testid="stDataFrame"]').querySelectorAll('tbody tr'))
+CELLS = """() => Array.from(document.querySelector('[data-testid="stDataFrame"]')?.querySelectorAll('tbody tr') ?? [])
     .map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.textContent))"""
 HEADERS = """() => Array.from(document.querySelector('[data-testid="stDataFrame"]').querySelectorAll('thead th'))
     .map(th => th.textContent)"""

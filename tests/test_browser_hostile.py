@@ -184,7 +184,7 @@ def _hover(page, spot: dict, *wanted: str) -> None:  # noqa: ANN001
     """Hover a point: its label holds each wanted string as text, and no element."""
     page.mouse.move(spot["x"], spot["y"])
     layer = ".js-plotly-plot .hoverlayer"
-    page.wait_for_function("([sel, wanted]) => { const text = document.querySelector(sel).textContent; "
+    page.wait_for_function("([sel, wanted]) => { const text = document.querySelector(sel)?.textContent ?? ''; "
                            "return wanted.every(w => text.includes(w)); }", arg=[layer, list(wanted)], timeout=20_000)
     assert page.locator(layer).first.locator("img, image, script, a").count() == 0
 
@@ -221,7 +221,7 @@ def _prompt_page(page) -> None:  # noqa: ANN001
     for index in range(1, last + 1):
         field.fill(str(index))
         field.press("Enter")
-        page.wait_for_function("([sel, before]) => document.querySelector(sel).innerText !== before",
+        page.wait_for_function("([sel, before]) => (document.querySelector(sel)?.innerText ?? before) !== before",
                                arg=['[data-testid="stCode"]', rendered[-1]], timeout=LONG)
         rendered.append(code.inner_text())
     _assert_shown("\n".join(rendered), *(text for pair in ROWS.values() for text in pair if text),

@@ -76,7 +76,7 @@ LISTEN_LASSO = """() => {
     });
 }"""
 TRACE_IDS = """(name) => {
-    const t = document.querySelector('.js-plotly-plot')._fullData.find(t => t.name === name && t.customdata);
+    const t = (document.querySelector('.js-plotly-plot')?._fullData ?? []).find(t => t.name === name && t.customdata);
     return t ? Array.from(t.customdata).map(d => d[0]) : null;
 }"""
 
@@ -138,7 +138,7 @@ def _hover_select_and_highlight(page, frame: pd.DataFrame, coords: np.ndarray) -
     lonely = int(cKDTree(xy).query(xy, k=2)[0][:, 1].argmax())
     label = frame.set_index("id").loc[points[lonely][0], "instruction"]
     page.mouse.move(*xy[lonely])
-    page.wait_for_function("([sel, t]) => document.querySelector(sel).textContent.includes(t)",
+    page.wait_for_function("([sel, t]) => (document.querySelector(sel)?.textContent ?? '').includes(t)",
                            arg=[".js-plotly-plot .hoverlayer", label[:30].strip()], timeout=20_000)
     shot(page, "map-large")
 

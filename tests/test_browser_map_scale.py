@@ -174,7 +174,7 @@ def test_map_of_100k_points_renders_hovers_and_selects(tmp_path: Path, shared_da
         assert len(hostile) == ROWS // BASE + 1
         spot = page.evaluate(LONELY_SPOT, hostile)
         page.mouse.move(spot["x"], spot["y"])
-        page.wait_for_function("([sel, t]) => document.querySelector(sel).textContent.includes(t)",
+        page.wait_for_function("([sel, t]) => (document.querySelector(sel)?.textContent ?? '').includes(t)",
                                arg=[".js-plotly-plot .hoverlayer", "<img src=x onerror=alert(1)>"], timeout=20_000)
         assert page.locator(".js-plotly-plot .hoverlayer").first.locator("img, image").count() == 0
         shot(page, "map-100k")

@@ -44,7 +44,7 @@ playwright = pytest.importorskip("playwright.sync_api")
 
 # the cells of a table on the page (at: its index, -1 for the last one), row by row
 CELLS = """(at) => Array.from(Array.from(document.querySelectorAll('[data-testid="stDataFrame"]')).at(at)
-    .querySelectorAll('tbody tr')).map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.textContent))"""
+    ?.querySelectorAll('tbody tr') ?? []).map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.textContent))"""
 
 
 def _seed(tmp: Path) -> dict:

@@ -41,7 +41,7 @@ SHOWN = """() => Array.from(document.querySelectorAll('[data-testid="stDataFrame
     .map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.textContent))"""
 GRID_ROWS = """() => Number(document.querySelector('[data-testid="stDataFrame"] table').getAttribute('aria-rowcount'))
     - 1"""  # the grid's own count of its rows (its accessible mirror draws only the visible ones), less the header
-MAP_TRACES = "() => document.querySelector('.js-plotly-plot')._fullData.map(t => t.name)"
+MAP_TRACES = "() => (document.querySelector('.js-plotly-plot')?._fullData ?? []).map(t => t.name)"
 
 
 def _seed(shared_data: Path, tmp: Path) -> list[str]:
@@ -206,7 +206,7 @@ def test_review_of_10k_picks_pages_saves_an_edit_on_page_3_and_keeps_it(server: 
         expect(page.locator('[data-testid="stMetric"]').filter(has_text="Rejected")).to_contain_text("1",
                                                                                                      timeout=LONG)
         assert _metric(page, "Still to review") == "9,999"
-        page.wait_for_function(f"() => ({SHOWN})()[2].slice(0, 2).join('|') === 'rejected|duplicate of rank 17'",
+        page.wait_for_function(f"() => ({SHOWN})()[2]?.slice(0, 2).join('|') === 'rejected|duplicate of rank 17'",
                                timeout=LONG)
         assert page.get_by_text("Rows 201–300 of 10,000", exact=True).is_visible(), "still on page 3"
         # only the table's part of the page ran again: the map is the very figure drawn before the edits

@@ -158,7 +158,7 @@ def test_map_page_highlights_matches_and_rows_like_a_selection(server: dict) -> 
         expect(page.get_by_text("8 of 80 rows match: the outlined circles on the map", exact=False)).to_be_visible(
             timeout=LONG)
         expect(page.get_by_role("heading", name="8 instructions match the search")).to_be_visible(timeout=LONG)
-        page.wait_for_function("() => Array.from(document.querySelector('.js-plotly-plot').data)"
+        page.wait_for_function("() => Array.from(document.querySelector('.js-plotly-plot')?.data ?? [])"
                                ".some(t => t.name === 'search matches (8)')", timeout=LONG)
         traces = page.evaluate(TRACES)
         marked = [t for t in traces if t["name"] == "search matches (8)"]
@@ -180,7 +180,7 @@ def test_map_page_highlights_matches_and_rows_like_a_selection(server: dict) -> 
         expect(page.get_by_role("heading", name=f"10 rows most like the {len(selected)} you selected"))\
             .to_be_visible(timeout=LONG)
         near = more_like_this(_vectors(server), pool.frame["id"].tolist(), selected, k=10)
-        page.wait_for_function("() => Array.from(document.querySelector('.js-plotly-plot').data)"
+        page.wait_for_function("() => Array.from(document.querySelector('.js-plotly-plot')?.data ?? [])"
                                ".some(t => t.name === 'more like the selection (10)')", timeout=LONG)
         traces = page.evaluate(TRACES)
         drawn = next(t["ids"] for t in traces if t["name"] == "more like the selection (10)" and t["ids"])
