@@ -84,12 +84,13 @@ def _settled(page) -> None:  # noqa: ANN001
 
 def _type_in_cell(page, row: int, column: str, text: str) -> None:  # noqa: ANN001
     """Open a cell of the Review table with the keyboard, type, commit (Enter)."""
-    _settled(page)
     grid = page.locator('[data-testid="stDataFrame"]').first
-    grid.scroll_into_view_if_needed()
-    box = grid.bounding_box()
-    y = box["y"] + 35 + 35 * row + 17
     for _attempt in range(3):
+        # the grid's place is read for each attempt: a notice shown or cleared by a rerun moves it on the page
+        _settled(page)
+        grid.scroll_into_view_if_needed()
+        box = grid.bounding_box()
+        y = box["y"] + 35 + 35 * row + 17
         # select the row's read-only Instruction cell first: a click on a cell already selected (the grid moves
         # the selection down after Enter) would open its editor, and the Enter below would then close it
         page.mouse.click(box["x"] + COLUMN_X["instruction"], y)
@@ -101,6 +102,7 @@ def _type_in_cell(page, row: int, column: str, text: str) -> None:  # noqa: ANN0
         except playwright.TimeoutError:
             page.keyboard.press("Escape")
     else:
+        shot(page, f"sessions-editor-of-row-{row}-did-not-open")
         raise AssertionError(f"the editor of row {row}'s {column} did not open")
     page.keyboard.type(text)
     for _attempt in range(3):  # an Enter that comes too soon after the editor opened is sometimes dropped
