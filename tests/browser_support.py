@@ -73,6 +73,53 @@ def idle(page) -> None:  # noqa: ANN001
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=LONG)
 
 
+# The Review table: its columns' places from the grid's left edge, and whether a cell's editor has the focus
+COLUMN_X = {"decision": 40, "note": 110 + 60, "instruction": 110 + 160 + 60}  # px
+EDITOR_OPEN = "() => document.activeElement?.matches('#portal input[role=combobox], #portal textarea') ?? false"
+
+
+def settled(page) -> None:  # noqa: ANN001
+    """No script or fragment run under way or asked for: the table is the one the last run drew."""
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=LONG)
+    page.wait_for_timeout(300)
+
+
+def type_in_cell(page, row: int, column: str, text: str) -> None:  # noqa: ANN001
+    """Open a cell of the first table on the page with the keyboard, type, commit (Enter), as a curator does."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    for _attempt in range(3):
+        # the grid's place is read for each attempt: a notice shown or cleared by a rerun moves it on the page
+        settled(page)
+        grid.scroll_into_view_if_needed()
+        box = grid.bounding_box()
+        y = box["y"] + 35 + 35 * row + 17
+        # a read-only cell of the row first: a click on a cell already selected (the grid moves the selection down
+        # after Enter) would open its editor, and the Enter below would then close it
+        page.mouse.click(box["x"] + COLUMN_X["instruction"], y)
+        page.mouse.click(box["x"] + COLUMN_X[column], y)
+        page.keyboard.press("Enter")  # opens the cell's editor (a selectbox, or a text box) and focuses it
+        try:
+            page.wait_for_function(EDITOR_OPEN, timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    else:
+        shot(page, f"editor-of-row-{row}-{column}-did-not-open")
+        raise AssertionError(f"the editor of row {row}'s {column} did not open")
+    page.keyboard.type(text)
+    for _attempt in range(3):  # an Enter that comes too soon after the editor opened is sometimes dropped
+        page.wait_for_timeout(300)
+        page.keyboard.press("Enter")  # commits the edit and closes the editor
+        try:
+            page.wait_for_function(f"() => !({EDITOR_OPEN})()", timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            pass
+    raise AssertionError(f"the editor of row {row}'s {column} did not take Enter")
+
+
 def open_dropdown(page, box, option) -> None:  # noqa: ANN001 - playwright Page and Locators
     """Click a selectbox until `option` shows: a dropdown opened while the page still redraws itself closes again."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout

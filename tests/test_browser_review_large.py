@@ -29,14 +29,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, LONG, assert_clean_log, idle, shot, streamlit_server
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LONG,
+    assert_clean_log,
+    idle,
+    settled,
+    shot,
+    streamlit_server,
+    type_in_cell,
+)
 
 pytestmark = pytest.mark.browser
 playwright = pytest.importorskip("playwright.sync_api")
 
 RUN_ID, PICKS = "review-10k", 10_000
-COLUMN_X = {"decision": 40, "note": 110 + 60, "instruction": 110 + 160 + 60}  # px from the table's left edge
-EDITOR_OPEN = "() => document.activeElement?.matches('#portal input[role=combobox], #portal textarea') ?? false"
 SHOWN = """() => Array.from(document.querySelectorAll('[data-testid="stDataFrame"] tbody tr'))
     .map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.textContent))"""
 GRID_ROWS = """() => Number(document.querySelector('[data-testid="stDataFrame"] table').getAttribute('aria-rowcount'))
@@ -93,47 +101,11 @@ def _texts(workspace: Path, row_ids: list[str]) -> list[str]:
     return [found[r] for r in row_ids]
 
 
-def _settled(page) -> None:  # noqa: ANN001
-    """No script or fragment run under way: the table is the one the last run drew."""
-    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=LONG)
-    page.wait_for_timeout(300)
-
-
-def _type_in_cell(page, row: int, column: str, text: str) -> None:  # noqa: ANN001
-    """Open a cell of the table with the keyboard, type, commit (Enter), as a curator does."""
-    _settled(page)
-    grid = page.locator('[data-testid="stDataFrame"]').first
-    grid.scroll_into_view_if_needed()
-    box = grid.bounding_box()
-    y = box["y"] + 35 + 35 * row + 17
-    for _attempt in range(3):
-        # a read-only cell of the row first: a click on a cell already selected (the grid moves the selection down
-        # after Enter) would open its editor, and the Enter below would then close it
-        page.mouse.click(box["x"] + COLUMN_X["instruction"], y)
-        page.mouse.click(box["x"] + COLUMN_X[column], y)
-        page.keyboard.press("Enter")
-        try:
-            page.wait_for_function(EDITOR_OPEN, timeout=10_000)
-            break
-        except playwright.TimeoutError:
-            page.keyboard.press("Escape")
-    else:
-        raise AssertionError(f"the editor of row {row}'s {column} did not open")
-    page.keyboard.type(text)
-    for _attempt in range(3):  # an Enter that comes too soon after the editor opened is sometimes dropped
-        page.wait_for_timeout(300)
-        page.keyboard.press("Enter")
-        with contextlib.suppress(playwright.TimeoutError):
-            page.wait_for_function(f"() => !({EDITOR_OPEN})()", timeout=5_000)
-            return
-    raise AssertionError(f"the editor of row {row}'s {column} did not take Enter")
-
-
 def _edit(page, s: dict, row: int, column: str, text: str, want: tuple[str, str]) -> float:  # noqa: ANN001
     """Edit a cell until the workspace file holds `want` for that row's pick; seconds from the Enter to saved."""
     row_id = s["on_page"][row]
     for _attempt in range(3):  # a rerun that lands mid-gesture can swallow a keystroke: the gesture is repeated
-        _type_in_cell(page, row, column, text)
+        type_in_cell(page, row, column, text)
         start = time.monotonic()
         while time.monotonic() - start < 60:
             if _stored(s["workspace"]).get(row_id) == want:
@@ -149,7 +121,7 @@ def _on_page(page, caption: str, first: str) -> list[list[str]]:  # noqa: ANN001
 
     expect(page.get_by_text(caption, exact=True)).to_be_visible(timeout=LONG)
     page.wait_for_function(f"([f]) => ({SHOWN})()[0]?.[2] === f", arg=[first], timeout=LONG)
-    _settled(page)
+    settled(page)
     return page.evaluate(SHOWN)
 
 

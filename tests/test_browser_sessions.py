@@ -18,7 +18,6 @@ Run it with `pytest -m browser tests/test_browser_sessions.py` (needs `apt-get i
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -26,7 +25,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, LONG, REPO, assert_clean_log, shot, streamlit_server
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LONG,
+    REPO,
+    assert_clean_log,
+    settled,
+    shot,
+    streamlit_server,
+    type_in_cell,
+)
 from conftest import FakeEmbedder
 from fakes import ScriptedBackend
 
@@ -39,8 +48,6 @@ pytestmark = pytest.mark.browser
 playwright = pytest.importorskip("playwright.sync_api")
 
 STALE = "Not saved: another session changed this pick"
-COLUMN_X = {"decision": 40, "note": 110 + 60, "instruction": 110 + 160 + 60}  # px from the table's left edge
-EDITOR_OPEN = "() => document.activeElement?.matches('#portal input[role=combobox], #portal textarea') ?? false"
 SHOWN = """() => Array.from(document.querySelectorAll('[data-testid="stDataFrame"] tbody tr'))
     .map(tr => Array.from(tr.querySelectorAll('td')).slice(0, 2).map(td => td.textContent))"""
 
@@ -76,51 +83,13 @@ def _wait_stored(s: dict, row_id: str, want: tuple[str, str], timeout: float = 6
     return False
 
 
-def _settled(page) -> None:  # noqa: ANN001
-    """Wait until no script run is under way or asked for (the table is then the one the last run drew)."""
-    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=LONG)
-    page.wait_for_timeout(300)
-
-
-def _type_in_cell(page, row: int, column: str, text: str) -> None:  # noqa: ANN001
-    """Open a cell of the Review table with the keyboard, type, commit (Enter)."""
-    grid = page.locator('[data-testid="stDataFrame"]').first
-    for _attempt in range(3):
-        # the grid's place is read for each attempt: a notice shown or cleared by a rerun moves it on the page
-        _settled(page)
-        grid.scroll_into_view_if_needed()
-        box = grid.bounding_box()
-        y = box["y"] + 35 + 35 * row + 17
-        # select the row's read-only Instruction cell first: a click on a cell already selected (the grid moves
-        # the selection down after Enter) would open its editor, and the Enter below would then close it
-        page.mouse.click(box["x"] + COLUMN_X["instruction"], y)
-        page.mouse.click(box["x"] + COLUMN_X[column], y)
-        page.keyboard.press("Enter")  # opens the cell's editor (a selectbox, or a text box) and focuses it
-        try:
-            page.wait_for_function(EDITOR_OPEN, timeout=10_000)
-            break
-        except playwright.TimeoutError:
-            page.keyboard.press("Escape")
-    else:
-        shot(page, f"sessions-editor-of-row-{row}-did-not-open")
-        raise AssertionError(f"the editor of row {row}'s {column} did not open")
-    page.keyboard.type(text)
-    for _attempt in range(3):  # an Enter that comes too soon after the editor opened is sometimes dropped
-        page.wait_for_timeout(300)
-        page.keyboard.press("Enter")  # commits the edit and closes the editor
-        with contextlib.suppress(playwright.TimeoutError):
-            page.wait_for_function(f"() => !({EDITOR_OPEN})()", timeout=5_000)
-            return
-    raise AssertionError(f"the editor of row {row}'s {column} did not take Enter")
-
-
 def _edit(page, s: dict, row: int, column: str, text: str, want: tuple[str, str]) -> None:  # noqa: ANN001
     """Edit a cell as a curator does, until the workspace holds `want` for that pick (a rerun that lands
     mid-gesture can swallow a keystroke, so the gesture is repeated up to three times)."""
     for _attempt in range(3):
-        _type_in_cell(page, row, column, text)
+        type_in_cell(page, row, column, text)
         if _wait_stored(s, s["ids"][row], want):
-            _settled(page)
+            settled(page)
             page.wait_for_function(f"([n, row, want]) => JSON.stringify(({SHOWN})()[row]) === JSON.stringify(want)",
                                    arg=[len(s["ids"]), row, list(want)], timeout=LONG)
             return
@@ -131,7 +100,7 @@ def _edit(page, s: dict, row: int, column: str, text: str, want: tuple[str, str]
 
 def _shown(page, n: int) -> list[tuple[str, str]]:  # noqa: ANN001
     """(decision, note) of each row the Review table shows, from its accessible mirror of the visible cells."""
-    _settled(page)
+    settled(page)
     page.wait_for_function(f"(n) => ({SHOWN})().length === n", arg=n, timeout=LONG)
     return [tuple(row) for row in page.evaluate(SHOWN)]
 
@@ -180,7 +149,7 @@ def test_two_browser_sessions_on_one_workspace_lose_no_decision(server: dict) ->
 
         # 2. the same row: B's edit over a table drawn before A's is refused and shown; made again, it is saved
         _edit(a, s, 6, "decision", "rejected", ("rejected", ""))
-        _type_in_cell(b, 6, "decision", "accepted")
+        type_in_cell(b, 6, "decision", "accepted")
         expect(b.get_by_text(STALE)).to_be_visible(timeout=LONG)
         assert b.get_by_text(STALE).inner_text().count("now rejected") == 1
         assert _stored(s["workspace"], s["run_id"])[ids[6]] == ("rejected", "")
