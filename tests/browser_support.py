@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -71,6 +71,34 @@ def idle(page) -> None:  # noqa: ANN001
     """Wait until the script run behind the page has finished."""
     page.wait_for_timeout(500)
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=LONG)
+
+
+HOVER_LABEL = ".js-plotly-plot .hoverlayer"
+HOVER_HOLDS = ("([sel, wanted]) => { const text = document.querySelector(sel)?.textContent ?? ''; "
+               "return wanted.every(w => text.includes(w)); }")
+
+
+def hover_until(page, find_spot: Callable[[], dict], *wanted: str, timeout: int = 20_000) -> dict:  # noqa: ANN001
+    """Point at the spot `find_spot` gives (viewport pixels) until the map's hover label holds every wanted string.
+
+    A rerun that redraws the map under the pointer clears its label, so the spot is found again and pointed at
+    afresh, up to three times. Returns the spot pointed at last.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(3):
+        if attempt:
+            idle(page)
+        spot = find_spot()
+        page.mouse.move(0, 0)
+        page.mouse.move(spot["x"], spot["y"], steps=4)
+        try:
+            page.wait_for_function(HOVER_HOLDS, arg=[HOVER_LABEL, list(wanted)], timeout=timeout)
+            return spot
+        except PlaywrightTimeout:
+            pass
+    shot(page, "hover-label-missing")
+    raise AssertionError(f"the hover label at {spot} never held {list(wanted)}")
 
 
 # The Review table: its columns' places from the grid's left edge, and whether a cell's editor has the focus

@@ -26,6 +26,7 @@ from browser_support import (
     REPO,
     assert_clean_log,
     goto,
+    hover_until,
     idle,
     shot,
     streamlit_server,
@@ -58,22 +59,15 @@ def _hover_shows_text(page) -> None:  # noqa: ANN001
     """Hover the hostile row's point (found through customdata): its label shows the HTML as text."""
     from selectllm_core.pool.load import content_id
 
-    for _attempt in range(3):  # a rerun that redraws the map under the pointer clears its label
-        idle(page)
-        page.locator(".js-plotly-plot .nsewdrag").first.wait_for(timeout=LONG)
-        if _hover_label_shows(page, content_id(HOSTILE, "")):
-            break
-    else:
-        shot(page, "hover-label-missing")
-        raise AssertionError("the hostile row's hover label never showed its text")
+    hover_until(page, lambda: _spot(page, content_id(HOSTILE, "")), HOSTILE.split(" What")[0], timeout=10_000)
     assert page.locator(".js-plotly-plot .hoverlayer").first.locator("img, image").count() == 0
 
 
-def _hover_label_shows(page, row_id: str) -> bool:  # noqa: ANN001
-    """Point at the row's dot (found through customdata) and wait for its label to show the HTML as text."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+def _spot(page, row_id: str) -> dict:  # noqa: ANN001
+    """Where the row's point is drawn on the first map, in viewport pixels (the plot scrolled into view)."""
+    plot_area = page.locator(".js-plotly-plot .nsewdrag").first
+    plot_area.wait_for(timeout=LONG)
+    plot_area.scroll_into_view_if_needed()
     spot = page.evaluate("""(rowId) => {
         const gd = document.querySelector('.js-plotly-plot');
         const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
@@ -87,14 +81,7 @@ def _hover_label_shows(page, row_id: str) -> bool:  # noqa: ANN001
         return null;
     }""", row_id)
     assert spot, "the hostile row is on the map"
-    page.mouse.move(0, 0)
-    page.mouse.move(spot["x"], spot["y"], steps=4)
-    try:
-        page.wait_for_function("([sel, t]) => (document.querySelector(sel)?.textContent ?? '').includes(t)",
-                               arg=[".js-plotly-plot .hoverlayer", HOSTILE.split(" What")[0]], timeout=10_000)
-        return True
-    except PlaywrightTimeout:
-        return False
+    return spot
 
 
 def _reject_first_row(page) -> None:  # noqa: ANN001

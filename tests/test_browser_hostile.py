@@ -26,10 +26,12 @@ import pytest
 from browser_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    HOVER_LABEL,
     LONG,
     REPO,
     assert_clean_log,
     goto,
+    hover_until,
     idle,
     open_dropdown,
     shot,
@@ -180,20 +182,17 @@ def _point(page, row_id: str, trace: str = "") -> dict:  # noqa: ANN001
     return spot
 
 
-def _hover(page, spot: dict, *wanted: str) -> None:  # noqa: ANN001
-    """Hover a point: its label holds each wanted string as text, and no element."""
-    page.mouse.move(spot["x"], spot["y"])
-    layer = ".js-plotly-plot .hoverlayer"
-    page.wait_for_function("([sel, wanted]) => { const text = document.querySelector(sel)?.textContent ?? ''; "
-                           "return wanted.every(w => text.includes(w)); }", arg=[layer, list(wanted)], timeout=20_000)
-    assert page.locator(layer).first.locator("img, image, script, a").count() == 0
+def _hover(page, row_id: str, trace: str, *wanted: str) -> dict:  # noqa: ANN001
+    """Hover a row's point: its label holds each wanted string as text, and no element. Returns the spot."""
+    spot = hover_until(page, lambda: _point(page, row_id, trace), *wanted)
+    assert page.locator(HOVER_LABEL).first.locator("img, image, script, a").count() == 0
+    return spot
 
 
 def _map_page(page, seeded: dict) -> None:  # noqa: ANN001
     """Hover the script row, box-select around it, open its cluster: its text is shown as text each time."""
     instruction = ROWS[1][0]
-    spot = _point(page, seeded["ids"][1])
-    _hover(page, spot, instruction)
+    spot = _hover(page, seeded["ids"][1], "", instruction)
     plot = page.locator(".js-plotly-plot").first
     plot.locator('[data-title="Box Select"]').click()
     page.mouse.move(spot["x"] - 6, spot["y"] - 6)
@@ -305,7 +304,7 @@ def test_hostile_pool_text_stays_text_on_every_page(seeded_server: dict) -> None
         goto(page, "Compare")
         page.get_by_text("Picks on the map", exact=True).wait_for(timeout=LONG)
         row = s["compare_row"]
-        _hover(page, _point(page, s["ids"][row], "SelectLLM"), ROWS[row][0], "<img src=x onerror=alert(2)> **BOLDHIT**")
+        _hover(page, s["ids"][row], "SelectLLM", ROWS[row][0], "<img src=x onerror=alert(2)> **BOLDHIT**")
         _assert_safe(page, "Compare", dialogs)
         shot(page, "hostile-compare")
 

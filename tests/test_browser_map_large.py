@@ -33,7 +33,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, LONG, assert_clean_log, idle, shot, streamlit_server
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LONG,
+    assert_clean_log,
+    hover_until,
+    idle,
+    shot,
+    streamlit_server,
+)
 from test_browser_map_scale import _box_select, _inside, _seed
 
 from selectllm_core.studio.map_density import ALL_POINTS_MAX, HIGHLIGHT_MAX, SAMPLE_POINTS
@@ -137,9 +146,9 @@ def _hover_select_and_highlight(page, frame: pd.DataFrame, coords: np.ndarray) -
     xy = np.array([p[1:] for p in points])
     lonely = int(cKDTree(xy).query(xy, k=2)[0][:, 1].argmax())
     label = frame.set_index("id").loc[points[lonely][0], "instruction"]
-    page.mouse.move(*xy[lonely])
-    page.wait_for_function("([sel, t]) => (document.querySelector(sel)?.textContent ?? '').includes(t)",
-                           arg=[".js-plotly-plot .hoverlayer", label[:30].strip()], timeout=20_000)
+    row_id = points[lonely][0]
+    hover_until(page, lambda: next({"x": x, "y": y} for r, x, y in page.evaluate(PIXELS) if r == row_id),
+                label[:30].strip())
     shot(page, "map-large")
 
     # 3. a lasso, then a box: every seeded row inside is listed, not only the sampled points plotly selected

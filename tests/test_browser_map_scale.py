@@ -33,7 +33,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, LONG, assert_clean_log, idle, shot, streamlit_server
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LONG,
+    assert_clean_log,
+    hover_until,
+    idle,
+    shot,
+    streamlit_server,
+)
 
 pytestmark = pytest.mark.browser
 playwright = pytest.importorskip("playwright.sync_api")
@@ -172,10 +181,7 @@ def test_map_of_100k_points_renders_hovers_and_selects(tmp_path: Path, shared_da
         # 2. hover: the hostile row's label appears, as text
         hostile = frame.loc[frame["instruction"].str.startswith(HOSTILE), "id"].tolist()
         assert len(hostile) == ROWS // BASE + 1
-        spot = page.evaluate(LONELY_SPOT, hostile)
-        page.mouse.move(spot["x"], spot["y"])
-        page.wait_for_function("([sel, t]) => (document.querySelector(sel)?.textContent ?? '').includes(t)",
-                               arg=[".js-plotly-plot .hoverlayer", "<img src=x onerror=alert(1)>"], timeout=20_000)
+        hover_until(page, lambda: page.evaluate(LONELY_SPOT, hostile), "<img src=x onerror=alert(1)>")
         assert page.locator(".js-plotly-plot .hoverlayer").first.locator("img, image").count() == 0
         shot(page, "map-100k")
 
