@@ -19,7 +19,7 @@ from selectllm_core.store import Store
 pytestmark = pytest.mark.slow
 
 
-def small_pool(shared_data: Path, dest: Path, rows: int = 120) -> Path:
+def small_pool(shared_data: Path, dest: Path, rows: int = 60) -> Path:
     with gzip.open(shared_data / "dolly_alpagasus_3k.jsonl.gz", "rt", encoding="utf-8") as f:
         lines = [next(f) for _ in range(rows)]
     dest.write_text("".join(lines), encoding="utf-8")
@@ -30,7 +30,7 @@ def command(pool: Path, workspace: Path, cache: Path) -> tuple[list[str], dict]:
     # the response cache is off: this test is about resuming from the workspace, not about stored answers
     env = {**os.environ, "SELECTLLM_WORKSPACE": str(workspace), "SELECTLLM_CACHE_DIR": str(cache),
            "SELECTLLM_RESPONSE_CACHE": "off"}
-    args = [sys.executable, "-m", "selectllm_core", "run", str(pool), "--budget", "8", "--subset-size", "10",
+    args = [sys.executable, "-m", "selectllm_core", "run", str(pool), "--budget", "4", "--subset-size", "10",
             "--max-input-chars", "150", "--seed", "5", "--no-export", "--json"]
     return args, env
 
@@ -51,7 +51,7 @@ def test_kill_and_resume_gives_the_uninterrupted_picks(tmp_path: Path, shared_da
     ref = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
     assert ref.returncode == 0, ref.stderr[-2000:]
     ref_out = json.loads(ref.stdout)
-    n_subsets = 12
+    n_subsets = 6
     # interrupted run: SIGKILL once a few subsets are stored
     args, env = command(pool, tmp_path / "ws.sqlite", cache)
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -71,7 +71,7 @@ def test_kill_and_resume_gives_the_uninterrupted_picks(tmp_path: Path, shared_da
     assert store.selection(out["run_id"])["id"].tolist() == ref_store.selection(out["run_id"])["id"].tolist()
     calls = store.calls(out["run_id"])
     assert not calls.duplicated(["subset", "attempt"]).any()
-    # 12 winners for a budget of 8: a second round; every subset of both rounds was asked once
+    # 6 winners for a budget of 4: a second round; every subset of both rounds was asked once
     rounds = [(r["round"], r["n_subsets"]) for r in store.rounds(out["run_id"])]
-    assert rounds == [(r["round"], r["n_subsets"]) for r in ref_store.rounds(out["run_id"])] and rounds[0] == (1, 12)
+    assert rounds == [(r["round"], r["n_subsets"]) for r in ref_store.rounds(out["run_id"])] and rounds[0] == (1, 6)
     assert sorted(calls["subset"].unique()) == list(range(sum(n for _, n in rounds)))
