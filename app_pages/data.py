@@ -98,7 +98,6 @@ def save(pool: Pool) -> None:
     """Store the checked pool and open it; what the save did is shown above the tabs after the rerun."""
     saved = store.save_pool(pool)
     shared.open_pool(saved.pool_id)
-    st.session_state.data_pool_choice = saved.pool_id  # the picker shows the pool now open, not the last choice
     st.session_state.data_saved = saved.message
 
 
@@ -112,7 +111,11 @@ with tab_current:
     labels = {pid: f"{name} · v{v} · {n:,} rows · {pid}"
               for pid, name, v, n in zip(pools["pool_id"], pools["name"], pools["version"], pools["n_rows"])}
     ids = list(labels)
-    st.selectbox("Pool in the workspace", ids, index=ids.index(st.session_state.pool_id), format_func=labels.get,
+    if st.session_state.get("data_pool_choice") != st.session_state.pool_id:
+        # the picker shows the pool now open (after a save, or one opened elsewhere), not its last choice; set
+        # through its key alone, as Streamlit asks of a widget whose state the page sets
+        st.session_state.data_pool_choice = st.session_state.pool_id
+    st.selectbox("Pool in the workspace", ids, format_func=labels.get,
                  key="data_pool_choice", on_change=lambda: shared.open_pool(st.session_state.data_pool_choice))
     active = shared.pool(st.session_state.pool_id)
     cols = active.report.columns

@@ -21,7 +21,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, LONG, REPO, assert_clean_log, idle, shot, streamlit_server
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LONG,
+    REPO,
+    assert_clean_log,
+    idle,
+    open_dropdown,
+    shot,
+    streamlit_server,
+)
 from conftest import FakeEmbedder
 from fakes import ScriptedBackend
 
@@ -167,12 +177,18 @@ def test_undo_swap_and_import_on_the_review_page(server: dict) -> None:
         fill = page.get_by_text("Fill 1 open place from the runners-up")
         fill.click()
         idle(page)  # the runners-up are read once the list is open
-        page.get_by_role("combobox", name="Runners-up to add").click()
-        option = page.get_by_role("option").filter(has_text=" · subset ").first
-        first_up = option.inner_text()
-        option.click()
-        page.keyboard.press("Escape")
         add = page.get_by_role("button", name="Add 1 curator pick", exact=True)
+        for _attempt in range(3):  # a choice made while the page still redraws itself can be lost: made again
+            option = page.get_by_role("option").filter(has_text=" · subset ")
+            open_dropdown(page, page.get_by_role("combobox", name="Runners-up to add"), option)
+            first_up = option.first.inner_text()
+            option.first.click()
+            page.keyboard.press("Escape")
+            try:
+                expect(add).to_be_enabled(timeout=30_000)
+                break
+            except AssertionError:
+                idle(page)
         expect(add).to_be_enabled(timeout=LONG)
         add.scroll_into_view_if_needed()
         shot(page, "curate-7-fill-offered")
