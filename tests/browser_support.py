@@ -175,6 +175,27 @@ def shot(page, name: str) -> None:  # noqa: ANN001
     page.set_viewport_size(size)
 
 
+def click_until(page, button, shown, timeout: int = 120_000) -> None:  # noqa: ANN001 - playwright Page, Locators
+    """Click `button` until `shown` is visible: a click that lands while the page still reruns is lost.
+
+    Before each click the page is let finish its run, and `shown` is looked for first, so a click that did land
+    is never repeated.
+    """
+    from playwright.sync_api import expect
+
+    for _attempt in range(3):
+        idle(page)
+        if shown.first.is_visible():
+            return
+        button.click()
+        try:
+            expect(shown.first).to_be_visible(timeout=timeout)
+            return
+        except AssertionError:
+            pass
+    expect(shown.first).to_be_visible(timeout=LONG)
+
+
 def goto(page, title: str) -> None:  # noqa: ANN001
     """Open a page from the sidebar navigation (the session, and its state, stay)."""
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).click()

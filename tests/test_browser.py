@@ -25,6 +25,7 @@ from browser_support import (
     LONG,
     REPO,
     assert_clean_log,
+    click_until,
     goto,
     hover_until,
     idle,
@@ -185,15 +186,7 @@ def test_curator_walks_from_demo_map_to_exported_csv(server: dict) -> None:
         expect(page.get_by_text("far too small to judge instructions")).to_be_visible()
         expect(page.get_by_text(re.compile(r"100 rows . 10 subsets of 10"))).to_be_visible(timeout=LONG)
         page.get_by_text("Preview a few subsets before the full run").click()
-        for _attempt in range(3):  # a click that lands while the opened list reruns the page is lost: made again
-            idle(page)
-            page.get_by_role("button", name="Preview", exact=True).click()
-            try:
-                expect(page.get_by_text("Subset 1 ·").first).to_be_visible(timeout=120_000)
-                break
-            except AssertionError:
-                pass
-        expect(page.get_by_text("Subset 1 ·").first).to_be_visible(timeout=LONG)
+        click_until(page, page.get_by_role("button", name="Preview", exact=True), page.get_by_text("Subset 1 ·"))
         shot(page, "6-select-preview")
         page.get_by_role("button", name="Start the run").click()
         expect(page.get_by_text(re.compile(r"\d+ / 10 subsets answered"))).to_be_visible(timeout=LONG)
@@ -205,8 +198,8 @@ def test_curator_walks_from_demo_map_to_exported_csv(server: dict) -> None:
 
         # 6. Compare: a random draw of the same budget beside the run, in the table and overlaid on the map
         goto(page, "Compare")
-        page.get_by_role("button", name="Run Random").click()
-        expect(page.get_by_text(re.compile(r"random-\w+: 10 rows selected"))).to_be_visible(timeout=LONG)
+        click_until(page, page.get_by_role("button", name="Run Random"),
+                    page.get_by_text(re.compile(r"random-\w+: 10 rows selected")), timeout=60_000)
         expect(page.get_by_text(re.compile("coverage: cosine distance from every pool row"))).to_be_visible(timeout=LONG)
         drawn = _compare_map_ids(page)
         shot(page, "8-compare")
