@@ -114,14 +114,19 @@ def settled(page) -> None:  # noqa: ANN001
 
 def type_in_cell(page, row: int, column: str, text: str) -> None:  # noqa: ANN001
     """Open a cell of the first table on the page with the keyboard, type, commit (Enter), as a curator does."""
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     grid = page.locator('[data-testid="stDataFrame"]').first
     for _attempt in range(3):
-        # the grid's place is read for each attempt: a notice shown or cleared by a rerun moves it on the page
+        # the grid's place is read for each attempt: a notice shown or cleared by a rerun moves it on the page,
+        # and a rerun that draws the grid anew detaches the one being measured
         settled(page)
-        grid.scroll_into_view_if_needed()
-        box = grid.bounding_box()
+        try:
+            grid.scroll_into_view_if_needed(timeout=10_000)
+            box = grid.bounding_box(timeout=10_000)
+        except PlaywrightError:
+            continue
         y = box["y"] + 35 + 35 * row + 17
         # a read-only cell of the row first: a click on a cell already selected (the grid moves the selection down
         # after Enter) would open its editor, and the Enter below would then close it
